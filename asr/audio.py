@@ -1,0 +1,99 @@
+"""Audio: any file soundfile reads (wav, flac, ogg, mp3, NIST SPHERE, headerless raw PCM) -> mono float waveform.
+
+    load_audio(path, sample_rate) -> torch.Tensor (samples,) float32 in [-1, 1] at `sample_rate`
+
+Integer PCM is scaled to [-1, 1) by soundfile; multi-channel audio is averaged to mono; a different rate is
+resampled with torchaudio's windowed-sinc resampler. Every failure raises `AudioError` naming the file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+import torchaudio.functional as AF
+
+# Headerless PCM (CMU AN4's .raw files): soundfile needs the format spelled out.
+RAW_FORMATS = {".raw": dict(samplerate=16000, channels=1, subtype="PCM_16", endian="BIG", format="RAW")}
+
+
+class AudioError(RuntimeError):
+    """An audio file could not be read or is unusable; the message names the file."""
+
+
+def audio_info(path: str | Path) -> tuple[int, int]:
+    """(frames, sample_rate) from the file header, without decoding the samples."""
+    path = Path(path)
+    raw = RAW_FORMATS.get(path.suffix.lower())
+    try:
+        if raw is not None:
+            nbytes = path.stat().st_size
+            return nbytes // 2 // raw["channels"], raw["samplerate"]
+        info = sf.info(str(path))
+        return info.frames, info.samplerate
+    except Exception as e:  # soundfile raises several types; all mean "unusable"
+        raise AudioError(f"{path}: cannot read audio header ({_reason(e)})") from None
+
+
+def read_audio(path: str | Path) -> tuple[np.ndarray, int]:
+    """Decode a file: (samples, channels) float32 array and its sample rate."""
+    path = Path(path)
+    if not path.is_file():
+        raise AudioError(f"{path}: audio file not found")
+    try:
+        raw = RAW_FORMATS.get(path.suffix.lower())
+        if raw is not None:
+            data, sr = sf.read(str(path), dtype="float32", always_2d=True, **raw)
+        else:
+            data, sr = sf.read(str(path), dtype="float32", always_2d=True)
+    except Exception as e:
+        raise AudioError(f"{path}: cannot decode audio ({_reason(e)})") from None
+    if data.shape[0] == 0:
+        raise AudioError(f"{path}: audio file holds no samples")
+    if not np.isfinite(data).all():
+        raise AudioError(f"{path}: audio holds NaN or infinite samples")
+    return data, sr
+
+
+def to_mono(data: np.ndarray) -> np.ndarray:
+    """(samples, channels) -> (samples,) by averaging channels."""
+    return data.mean(axis=1) if data.ndim == 2 else data
+
+
+def resample(wav: torch.Tensor, orig_sr: int, new_sr: int) -> torch.Tensor:
+    """Band-limited resampling along the last axis (torchaudio.functional.resample)."""
+    if orig_sr == new_sr:
+        return wav
+    g = np.gcd(int(orig_sr), int(new_sr))
+    return AF.resample(wav, orig_sr // g, new_sr // g)
+
+
+def load_audio(path: str | Path, sample_rate: int = 16000) -> torch.Tensor:
+    """Read, downmix and resample: returns (samples,) float32 at `sample_rate`."""
+    data, sr = read_audio(path)
+    wav = torch.from_numpy(np.ascontiguousarray(to_mono(data)))
+    return resample(wav, sr, sample_rate)
+
+
+def prepare_array(wav: np.ndarray | torch.Tensor, sr: int, sample_rate: int = 16000) -> torch.Tensor:
+    """An in-memory signal (samples,) or (samples, channels); ints are scaled like soundfile does."""
+    arr = wav.numpy() if isinstance(wav, torch.Tensor) else np.asarray(wav)
+    if np.issubdtype(arr.dtype, np.integer):
+        arr = arr.astype(np.float32) / float(-np.iinfo(arr.dtype).min)
+    arr = to_mono(arr.astype(np.float32, copy=False))
+    return resample(torch.from_numpy(np.ascontiguousarray(arr)), sr, sample_rate)
+
+
+def write_audio(path: str | Path, wav: np.ndarray | torch.Tensor, sample_rate: int) -> None:
+    """Write a mono float waveform as 16-bit PCM wav (creating the folder)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arr = wav.numpy() if isinstance(wav, torch.Tensor) else np.asarray(wav)
+    sf.write(str(path), np.clip(arr, -1.0, 1.0), sample_rate, subtype="PCM_16")
+
+
+def _reason(e: Exception) -> str:
+    msg = str(e).strip() or type(e).__name__
+    return msg.replace("\n", " ")

@@ -1,0 +1,240 @@
+"""One config system: nested dataclasses with defaults, loaded from YAML, overridden from the command line.
+
+A recipe's `conf.yaml` mirrors `Config` (sections `features`, `specaug`, `model`, `loss`, `data`, `train`,
+`decode`);
+`key.sub=value` overrides (`model.d_model=256`) are applied on top. Unknown keys are errors, not silently ignored,
+so a typo in a recipe fails at once. The resolved config is stored in the model file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+@dataclass
+class FeatureConfig:
+    """Front end: 25 ms / 10 ms frames -> log-mel fbank or MFCC (+ deltas). Kaldi conventions by default."""
+
+    kind: str = "fbank"  # "fbank" (n_mels dims) or "mfcc" (3 * n_mfcc dims: cepstra + deltas + delta-deltas)
+    sample_rate: int = 16000
+    win_ms: float = 25.0
+    hop_ms: float = 10.0
+    n_fft: int = 512
+    n_mels: int = 80
+    n_mfcc: int = 13
+    low_freq: float = 20.0
+    high_freq: float = 0.0  # <= 0 means Nyquist + high_freq (Kaldi convention)
+    window: str = "povey"  # povey | hann | hamming
+    preemphasis: float = 0.97
+    remove_dc: bool = True
+    dither: float = 0.0  # Gaussian dither amplitude (int16 scale / 32768); training only
+    delta_window: int = 2  # regression half-width for deltas (HTK/Kaldi: 2 -> 5 frames)
+
+    @property
+    def dim(self) -> int:
+        return self.n_mels if self.kind == "fbank" else 3 * self.n_mfcc
+
+
+@dataclass
+class SpecAugmentConfig:
+    """SpecAugment (Park et al. 2019), applied to normalised features in training only."""
+
+    enabled: bool = True
+    freq_masks: int = 2
+    freq_width: int = 10  # max bins per frequency mask (of 80; scaled for other dims)
+    time_masks: int = 2
+    time_width: float = 0.05  # max fraction of the utterance per time mask
+    time_width_max: int = 40  # ... but at most this many frames
+
+
+@dataclass
+class ModelConfig:
+    """Speech-Transformer dimensions (defaults: ~2.6 M parameters)."""
+
+    d_model: int = 144
+    n_heads: int = 4
+    d_ff: int = 576
+    n_encoder_layers: int = 6
+    n_decoder_layers: int = 3
+    conv_channels: int = 64  # conv subsampling width; d_model-wide convs cost more than the whole Transformer
+    dropout: float = 0.1
+    # Set from the data at training time; stored so a model file rebuilds the same network.
+    n_features: int = 80
+    vocab_size: int = 0
+
+
+@dataclass
+class LossConfig:
+    """The training objective: (1 - ctc_weight) * attention CE + ctc_weight * CTC + guided attention."""
+
+    label_smoothing: float = 0.1
+    ctc_weight: float = 0.3  # joint CTC/attention (Kim et al. 2017); 0 = attention only
+    guided_attn_weight: float = 1.0  # guided attention on the cross-attention (Tachibana et al. 2017); 0 = off
+    guided_attn_sigma: float = 0.3  # width g of the allowed band around the diagonal, in fractions of the length
+    guided_attn_layers: list = field(default_factory=list)  # decoder layers to guide (indices); empty = all
+    guided_attn_heads: int = 0  # guide the first k heads of each layer; 0 = all
+    guided_attn_decay: float = 1.0  # weight multiplied by this every epoch (1 = constant)
+
+
+@dataclass
+class DataConfig:
+    train_manifest: str = ""
+    dev_manifest: str = ""
+    test_manifest: str = ""
+    max_frames_per_batch: int = 20000  # total padded 10 ms frames per batch (length-bucketed)
+    max_batch_size: int = 128
+    max_duration: float = 30.0  # longer training utterances are skipped (reported)
+    num_workers: int = 0  # audio reading is cheap; on 2 cores extra processes steal from the model
+
+
+@dataclass
+class TrainConfig:
+    out_dir: str = "exp/run"
+    seed: int = 0
+    max_epochs: int = 30
+    max_minutes: float = 0.0  # wall-clock budget for fit(); 0 = none
+    peak_lr: float = 1e-3
+    warmup_steps: int = 800
+    weight_decay: float = 0.0
+    grad_clip: float = 5.0
+    accelerator: str = "auto"
+    devices: Any = "auto"
+    precision: str = "32-true"  # "bf16-mixed" on GPUs
+    num_threads: int = 0  # torch CPU threads; 0 = leave torch's default
+    val_beam_size: int = 1  # validation WER is greedy by default: cheap and tracks the beam WER
+    log_every_n_steps: int = 20
+    logger: str = "csv"  # csv | tensorboard
+    progress_bar: bool = True
+
+
+@dataclass
+class DecodeConfig:
+    beam_size: int = 5
+    length_penalty: float = 1.0  # score / length**length_penalty
+    max_len_ratio: float = 1.0  # max output tokens = ratio * encoder frames (+ 10)
+    batch_size: int = 32
+
+
+@dataclass
+class Config:
+    features: FeatureConfig = field(default_factory=FeatureConfig)
+    specaug: SpecAugmentConfig = field(default_factory=SpecAugmentConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    decode: DecodeConfig = field(default_factory=DecodeConfig)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def _field_types(cls) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def _coerce(value: Any, typ: Any, where: str) -> Any:
+    """Check/convert a YAML or command-line value against the dataclass field type."""
+    if typ is Any:
+        return value
+    if isinstance(typ, types.UnionType) or typing.get_origin(typ) is typing.Union:
+        return value
+    if typ is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+            return value.lower() in ("true", "1", "yes")
+        raise ConfigError(f"{where}: expected true/false, got {value!r}")
+    if typ is int:
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        try:
+            f = float(value)
+        except ValueError:
+            raise ConfigError(f"{where}: expected an integer, got {value!r}") from None
+        if f != int(f):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return int(f)
+    if typ is float:
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{where}: expected a number, got {value!r}") from None
+    if typ is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        return value
+    if typ is str:
+        if value is None:
+            return ""
+        return str(value)
+    return value
+
+
+def from_dict(cls, data: dict | None, where: str = ""):
+    """Build dataclass `cls` from a nested dict, rejecting unknown keys with their dotted path."""
+    data = data or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where or 'config'}: expected a mapping, got {data!r}")
+    types_ = _field_types(cls)
+    kwargs = {}
+    for key, value in data.items():
+        path = f"{where}.{key}" if where else key
+        if key not in types_:
+            raise ConfigError(f"unknown config key '{path}' (known: {', '.join(types_)})")
+        typ = types_[key]
+        if dataclasses.is_dataclass(typ):
+            kwargs[key] = from_dict(typ, value, path)
+        else:
+            kwargs[key] = _coerce(value, typ, path)
+    return cls(**kwargs)
+
+
+def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
+    """Apply `section.key=value` strings (value parsed as YAML: numbers, booleans, lists)."""
+    data = cfg.to_dict()
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override '{item}' is not of the form section.key=value")
+        path, raw = item.split("=", 1)
+        keys = path.strip().lstrip("-").split(".")
+        node = data
+        for k in keys[:-1]:
+            if not isinstance(node.get(k), dict):
+                raise ConfigError(f"unknown config section '{path}'")
+            node = node[k]
+        if keys[-1] not in node:
+            raise ConfigError(f"unknown config key '{path}'")
+        node[keys[-1]] = yaml.safe_load(raw) if raw != "" else ""
+    return from_dict(Config, data)
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Read a YAML config and apply overrides. Relative paths in it are relative to the working directory."""
+    data: dict = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"{path}: config file not found")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: invalid YAML: {e}") from None
+    cfg = from_dict(Config, data)
+    return apply_overrides(cfg, overrides or [])
+
+
+def config_from_dict(data: dict) -> Config:
+    return from_dict(Config, data)

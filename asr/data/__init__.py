@@ -1,0 +1,1 @@
+"""Data: manifests, corpus preparers, datasets, length-bucketed batching, the Lightning DataModule."""

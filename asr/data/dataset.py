@@ -1,0 +1,99 @@
+"""Dataset and batching: manifest utterances -> padded waveform and token batches.
+
+    SpeechDataset[i] -> (waveform (samples,), token ids (n,)) or None for an unreadable file (reported, skipped)
+    collate(items) -> Batch(wavs (batch, samples), wav_lengths, tokens (batch, n), token_lengths)
+
+Features are computed from the padded waveforms inside the model (on the training device), not here.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from asr.audio import AudioError, audio_info, load_audio
+from asr.data.manifest import Utterance, read_manifest
+from asr.text import CharTokenizer
+
+log = logging.getLogger("asr")
+
+
+@dataclass
+class Batch:
+    wavs: Tensor  # (batch, samples) float32, zero-padded
+    wav_lengths: Tensor  # (batch,)
+    tokens: Tensor  # (batch, n) token ids, padded with <pad>
+    token_lengths: Tensor  # (batch,)
+    indices: Tensor  # (batch,) positions in the dataset, to find the utterance again
+
+    def __len__(self) -> int:
+        return self.wavs.size(0)
+
+
+class SpeechDataset(Dataset):
+    def __init__(self, utts: Sequence[Utterance], tokenizer: CharTokenizer, sample_rate: int):
+        self.utts, self.tokenizer, self.sample_rate = list(utts), tokenizer, sample_rate
+        self.tokens = [torch.tensor(tokenizer.encode(u.text), dtype=torch.long) for u in self.utts]
+
+    def __len__(self) -> int:
+        return len(self.utts)
+
+    def __getitem__(self, i: int) -> tuple[int, Tensor, Tensor] | None:
+        try:
+            wav = load_audio(self.utts[i].audio_filepath, self.sample_rate)
+        except AudioError as e:  # a file broken after the start-up check: report it, train on
+            log.warning("skipping utterance: %s", e)
+            return None
+        return i, wav, self.tokens[i]
+
+
+def collate(items: list, pad: int) -> Batch | None:
+    items = [x for x in items if x is not None]
+    if not items:
+        return None
+    wav_lengths = torch.tensor([w.numel() for _, w, _ in items])
+    token_lengths = torch.tensor([t.numel() for _, _, t in items])
+    wavs = torch.zeros(len(items), int(wav_lengths.max()))
+    tokens = torch.full((len(items), int(token_lengths.max())), pad, dtype=torch.long)
+    for j, (_, w, t) in enumerate(items):
+        wavs[j, : w.numel()] = w
+        tokens[j, : t.numel()] = t
+    return Batch(wavs, wav_lengths, tokens, token_lengths, torch.tensor([i for i, _, _ in items]))
+
+
+def load_split(
+    manifest: str, max_duration: float = float("inf"), check_audio: bool = True, min_frames: int = 400
+) -> list[Utterance]:
+    """Read a manifest and drop (and report) utterances that cannot be used: missing or unreadable audio, shorter
+    than one analysis window, longer than `max_duration`, or with an empty transcript."""
+    utts = read_manifest(manifest)
+    kept, skipped = [], []
+    for u in utts:
+        reason = None
+        if u.duration > max_duration:
+            reason = f"longer than data.max_duration={max_duration:g} s ({u.duration:.1f} s)"
+        elif not u.text.strip():
+            reason = "empty transcript"
+        elif check_audio:
+            try:
+                frames, sr = audio_info(u.audio_filepath)
+                if frames * 16000 < min_frames * sr:
+                    reason = f"too short ({frames} samples)"
+            except AudioError as e:
+                reason = str(e)
+        if reason:
+            skipped.append((u.audio_filepath, reason))
+        else:
+            kept.append(u)
+    for path, reason in skipped[:20]:
+        log.warning("%s: skipping %s: %s", manifest, path, reason)
+    if len(skipped) > 20:
+        log.warning("%s: ... and %d more skipped", manifest, len(skipped) - 20)
+    if not kept:
+        raise ValueError(f"{manifest}: no usable utterances ({len(skipped)} skipped)")
+    return kept

@@ -1,0 +1,152 @@
+"""FSDD connected digits: Free Spoken Digit Dataset recordings -> connected-digit utterances + JSONL manifests.
+
+    prepare_fsdd(src_dir, out_dir) -> {"train": Path, "dev": Path, "test": Path}
+
+FSDD holds isolated digits named `{digit}_{speaker}_{index}.wav` (8 kHz). Each utterance here joins 1-7 recordings of
+one speaker with short random pauses, resampled to 16 kHz, with a faint noise floor so pauses are not digital
+silence. Splits follow the conventional indices: 0-4 test, 5-49 train, of which `dev_indices` are held out as dev,
+so no recording is shared between splits. `held_out_speakers` moves speakers out of train/dev entirely and builds
+their test utterances from all of their recordings (unseen-speaker evaluation).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import random
+import re
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from asr.audio import AudioError, load_audio, write_audio
+from asr.data.manifest import Utterance, write_manifest
+
+log = logging.getLogger("asr")
+
+DIGITS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+NAME = re.compile(r"^(\d)_([A-Za-z]+)_(\d+)\.wav$")
+VERSION = 1  # bump when the generated audio changes, so cached corpora are rebuilt
+
+
+@dataclass
+class FSDDConfig:
+    n_train: int = 4000
+    n_dev: int = 200
+    n_test: int = 300
+    min_digits: int = 1
+    max_digits: int = 7
+    pause: tuple[float, float] = (0.05, 0.3)  # seconds between digits
+    edge: tuple[float, float] = (0.05, 0.25)  # leading/trailing silence
+    noise_dbfs: tuple[float, float] = (-70.0, -50.0)  # noise floor level
+    dev_indices: tuple[int, int] = (45, 49)  # inclusive range of train indices held out as dev
+    held_out_speakers: list[str] = field(default_factory=list)
+    seed: int = 0
+    sample_rate: int = 16000
+
+
+def scan_fsdd(src_dir: str | Path) -> dict[tuple[str, int], list[tuple[int, Path]]]:
+    """Index recordings by (speaker, digit) -> [(index, path)], ignoring files not named like FSDD."""
+    src = Path(src_dir)
+    rec_dir = src / "recordings" if (src / "recordings").is_dir() else src
+    found: dict[tuple[str, int], list[tuple[int, Path]]] = defaultdict(list)
+    for p in sorted(rec_dir.glob("*.wav")):
+        m = NAME.match(p.name)
+        if m:
+            found[(m.group(2), int(m.group(1)))].append((int(m.group(3)), p))
+    if not found:
+        raise FileNotFoundError(f"{src}: no FSDD recordings named {{digit}}_{{speaker}}_{{index}}.wav found")
+    return found
+
+
+def _split_of(index: int, speaker: str, cfg: FSDDConfig) -> str:
+    if speaker in cfg.held_out_speakers:
+        return "test"
+    if index <= 4:
+        return "test"
+    lo, hi = cfg.dev_indices
+    return "dev" if lo <= index <= hi else "train"
+
+
+def _build_utterances(
+    pools: dict[str, dict[int, list[torch.Tensor]]], n: int, cfg: FSDDConfig, rng: random.Random
+) -> list[tuple[str, list[int], list[torch.Tensor]]]:
+    """Draw n (speaker, digits, recordings) triples from per-speaker pools of recordings by digit."""
+    speakers = sorted(s for s, by_digit in pools.items() if by_digit)
+    out = []
+    for _ in range(n):
+        spk = rng.choice(speakers)
+        digits_avail = sorted(pools[spk])
+        digits = [rng.choice(digits_avail) for _ in range(rng.randint(cfg.min_digits, cfg.max_digits))]
+        out.append((spk, digits, [rng.choice(pools[spk][d]) for d in digits]))
+    return out
+
+
+def _join(recs: list[torch.Tensor], cfg: FSDDConfig, rng: random.Random) -> np.ndarray:
+    sr = cfg.sample_rate
+    gap = lambda lo_hi: np.zeros(int(rng.uniform(*lo_hi) * sr), dtype=np.float32)  # noqa: E731
+    parts = [gap(cfg.edge)]
+    for i, r in enumerate(recs):
+        if i:
+            parts.append(gap(cfg.pause))
+        parts.append(r.numpy())
+    parts.append(gap(cfg.edge))
+    wav = np.concatenate(parts)
+    level = 10 ** (rng.uniform(*cfg.noise_dbfs) / 20)
+    noise = np.random.default_rng(rng.getrandbits(32)).standard_normal(wav.size).astype(np.float32)
+    return wav + level * noise
+
+
+def prepare_fsdd(src_dir: str | Path, out_dir: str | Path, cfg: FSDDConfig | None = None) -> dict[str, Path]:
+    cfg = cfg or FSDDConfig()
+    out = Path(out_dir)
+    marker = out / ".prepared.json"
+    params = {"version": VERSION, "src": str(Path(src_dir).resolve()), **asdict(cfg)}
+    params = json.loads(json.dumps(params))  # tuples -> lists, as read back
+    manifests = {s: out / f"{s}.jsonl" for s in ("train", "dev", "test")}
+    if marker.is_file() and json.loads(marker.read_text()) == params and all(p.is_file() for p in manifests.values()):
+        log.info("%s: already prepared", out)
+        return manifests
+
+    found = scan_fsdd(src_dir)
+    unknown = set(cfg.held_out_speakers) - {spk for spk, _ in found}
+    if unknown:
+        raise ValueError(f"held-out speaker(s) not in {src_dir}: {', '.join(sorted(unknown))}")
+    pools: dict[str, dict[str, dict[int, list[torch.Tensor]]]] = {s: defaultdict(dict) for s in manifests}
+    skipped = 0
+    for (spk, digit), items in sorted(found.items()):
+        for index, path in items:
+            try:
+                wav = load_audio(path, cfg.sample_rate)
+            except AudioError as e:
+                log.warning("skipping %s", e)
+                skipped += 1
+                continue
+            split = _split_of(index, spk, cfg)
+            pools[split][spk].setdefault(digit, []).append(wav)
+
+    counts = {"train": cfg.n_train, "dev": cfg.n_dev, "test": cfg.n_test}
+    for split, path in manifests.items():
+        if not pools[split]:
+            raise ValueError(f"{src_dir}: no recordings for the {split} split")
+        # Seed per split: changing n_train leaves the test set unchanged.
+        rng = random.Random(int(hashlib.sha256(f"{cfg.seed}/{split}".encode()).hexdigest()[:8], 16))
+        utts = []
+        for i, (spk, digits, recs) in enumerate(_build_utterances(pools[split], counts[split], cfg, rng)):
+            wav = _join(recs, cfg, rng)
+            wav_path = out / "wavs" / split / f"{split}_{i:05d}_{spk}.wav"
+            write_audio(wav_path, wav, cfg.sample_rate)
+            text = " ".join(DIGITS[d] for d in digits)
+            utts.append(Utterance(str(wav_path), wav.size / cfg.sample_rate, text, {"speaker": spk}))
+        write_manifest(path, utts)
+        hours = sum(u.duration for u in utts) / 3600
+        speakers = sorted(pools[split])
+        log.info("%s: %d utterances, %.2f h, speakers %s", split, len(utts), hours, ", ".join(speakers))
+    if skipped:
+        log.warning("%d unreadable recordings were skipped", skipped)
+    marker.write_text(json.dumps(params))
+    return manifests

@@ -1,0 +1,80 @@
+"""Length-bucketed dynamic batching: utterances of similar duration share a batch, capped by total padded frames.
+
+    BucketBatchSampler(durations, max_frames=20000) -> iterates lists of dataset indices
+
+Sorting by duration keeps padding small; the cap on (longest utterance x batch size) keeps memory flat however
+long the utterances are. Batch order is reshuffled each epoch (seed + epoch), and under data parallelism each rank
+takes every world_size-th batch, so ranks see different data and the same number of steps.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Iterator, Sequence
+
+from torch.utils.data import Sampler
+
+
+class BucketBatchSampler(Sampler[list[int]]):
+    def __init__(
+        self,
+        durations: Sequence[float],
+        max_frames: int,
+        max_batch_size: int = 128,
+        shuffle: bool = True,
+        seed: int = 0,
+        frame_rate: float = 100.0,
+        rank: int = 0,
+        world_size: int = 1,
+    ):
+        self.frames = [max(1, int(d * frame_rate)) for d in durations]
+        self.max_frames, self.max_batch_size = max_frames, max_batch_size
+        self.shuffle, self.seed, self.epoch = shuffle, seed, 0
+        self.rank, self.world_size = rank, world_size
+        self._cached: tuple[int, list[list[int]]] | None = None
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _batches(self) -> list[list[int]]:
+        if self._cached is None or self._cached[0] != self.epoch:
+            self._cached = (self.epoch, self._make_batches())
+        return self._cached[1]
+
+    def _make_batches(self) -> list[list[int]]:
+        rng = random.Random(self.seed + self.epoch)
+        # Jitter lengths a little when shuffling so batch composition changes between epochs.
+        jitter = [rng.uniform(0.95, 1.05) if self.shuffle else 1.0 for _ in self.frames]
+        order = sorted(range(len(self.frames)), key=lambda i: self.frames[i] * jitter[i])
+        batches, current, longest = [], [], 0
+        for i in order:
+            longest_if_added = max(longest, self.frames[i])
+            if current and (
+                longest_if_added * (len(current) + 1) > self.max_frames or len(current) >= self.max_batch_size
+            ):
+                batches.append(current)
+                current, longest_if_added = [], self.frames[i]
+            current.append(i)
+            longest = longest_if_added
+        if current:
+            batches.append(current)
+        if self.shuffle:
+            rng.shuffle(batches)
+        if self.world_size > 1:  # equal step count on every rank: drop the remainder
+            usable = len(batches) - len(batches) % self.world_size
+            batches = batches[self.rank : usable : self.world_size]
+        return batches
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return iter(self._batches())
+
+    def __len__(self) -> int:
+        return len(self._batches())
+
+    def padding_fraction(self) -> float:
+        """Share of frames in the batches that are padding (measured, for logging)."""
+        total = real = 0
+        for b in self._batches():
+            total += max(self.frames[i] for i in b) * len(b)
+            real += sum(self.frames[i] for i in b)
+        return 1.0 - real / max(total, 1)

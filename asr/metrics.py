@@ -1,0 +1,71 @@
+"""Metrics: word and character error rates through jiwer, after the same normalisation on both sides.
+
+    error_rates(refs, hyps) -> ErrorRates(wer=..., cer=..., substitutions=..., deletions=..., insertions=...)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import jiwer
+
+from asr.text import normalize_text
+
+
+@dataclass
+class ErrorRates:
+    wer: float  # percent
+    cer: float  # percent
+    substitutions: int
+    deletions: int
+    insertions: int
+    ref_words: int
+    char_errors: int
+    ref_chars: int
+    sentences: int
+    sentence_errors: int
+
+    def summary(self) -> str:
+        return (
+            f"WER {self.wer:.2f}% (S {self.substitutions} D {self.deletions} I {self.insertions} "
+            f"of {self.ref_words} words), CER {self.cer:.2f}%, SER {100.0 * self.sentence_errors / max(self.sentences, 1):.1f}% "
+            f"({self.sentences} utterances)"
+        )
+
+
+def _counts(refs: list[str], hyps: list[str], chars: bool) -> tuple[int, int, int, int]:
+    """(S, D, I, reference length) in words or characters; empty references count hypothesis tokens as insertions."""
+    s = d = i = n = 0
+    pairs = [(r, h) for r, h in zip(refs, hyps) if r]
+    for r, h in zip(refs, hyps):
+        if not r:
+            i += len(h) if chars else len(h.split())
+    if pairs:
+        rs, hs = [p[0] for p in pairs], [p[1] for p in pairs]
+        out = jiwer.process_characters(rs, hs) if chars else jiwer.process_words(rs, hs)
+        s, d, i = s + out.substitutions, d + out.deletions, i + out.insertions
+        n = sum(len(r) if chars else len(r.split()) for r in rs)
+    return s, d, i, n
+
+
+def error_rates(refs: Sequence[str], hyps: Sequence[str], normalize: bool = True) -> ErrorRates:
+    if len(refs) != len(hyps):
+        raise ValueError(f"{len(refs)} references but {len(hyps)} hypotheses")
+    norm = normalize_text if normalize else (lambda t: " ".join(t.split()))
+    refs = [norm(r) for r in refs]
+    hyps = [norm(h) for h in hyps]
+    s, d, i, n = _counts(refs, hyps, chars=False)
+    cs, cd, ci, cn = _counts(refs, hyps, chars=True)
+    return ErrorRates(
+        wer=100.0 * (s + d + i) / max(n, 1),
+        cer=100.0 * (cs + cd + ci) / max(cn, 1),
+        substitutions=s,
+        deletions=d,
+        insertions=i,
+        ref_words=n,
+        char_errors=cs + cd + ci,
+        ref_chars=cn,
+        sentences=len(refs),
+        sentence_errors=sum(r != h for r, h in zip(refs, hyps)),
+    )

@@ -1,0 +1,56 @@
+"""Losses over decoder logits.
+
+    label_smoothed_nll(logits (batch, n, vocab), targets (batch, n), pad) -> scalar mean over real tokens
+    ctc_loss(logits (batch, frames, vocab), frame lengths, targets (batch, n), target lengths) -> scalar
+    guided_attention_loss(weights (batch, heads, n, frames), token lengths, frame lengths, sigma) -> scalar
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def label_smoothed_nll(logits: Tensor, targets: Tensor, pad: int, smoothing: float = 0.1) -> Tensor:
+    """Cross-entropy against (1 - smoothing) on the target and smoothing spread over the vocabulary;
+    padded positions are ignored and the mean is over real target tokens."""
+    return F.cross_entropy(
+        logits.transpose(1, 2).float(), targets, ignore_index=pad, label_smoothing=smoothing, reduction="mean"
+    )
+
+
+def ctc_loss(logits: Tensor, lengths: Tensor, targets: Tensor, target_lengths: Tensor, blank: int) -> Tensor:
+    """CTC over the encoder frames, summed per utterance and averaged over the batch. Utterances too short for
+    their transcript give an infinite loss: zero_infinity drops them instead of poisoning the batch."""
+    logp = logits.float().log_softmax(dim=-1).transpose(0, 1)  # (frames, batch, vocab)
+    loss = F.ctc_loss(logp, targets, lengths, target_lengths, blank=blank, reduction="sum", zero_infinity=True)
+    return loss / logits.size(0)
+
+
+def guided_attention_penalty(out_lengths: Tensor, in_lengths: Tensor, n_max: int, t_max: int, sigma: float) -> Tensor:
+    """W[b, n, t] = 1 - exp(-(n/N - t/T)^2 / (2 sigma^2)) with each utterance's true lengths N, T; 0 on padding.
+
+    Near the diagonal the penalty is ~0, far from it ~1 (Tachibana et al. 2017). Positions are taken at the centre
+    of their cells ((n + 0.5) / N): with n / N, the single token of a one-word utterance would be pushed to attend
+    to the leading silence."""
+    n = torch.arange(n_max, device=out_lengths.device, dtype=torch.float32)[None, :, None]
+    t = torch.arange(t_max, device=out_lengths.device, dtype=torch.float32)[None, None, :]
+    N = out_lengths.float()[:, None, None]
+    T = in_lengths.float()[:, None, None]
+    w = 1.0 - torch.exp(-(((n + 0.5) / N - (t + 0.5) / T) ** 2) / (2 * sigma**2))  # (batch, n_max, t_max)
+    valid = (n < N) & (t < T)
+    return w * valid
+
+
+def guided_attention_loss(
+    weights: Tensor, out_lengths: Tensor, in_lengths: Tensor, sigma: float, heads: int = 0
+) -> Tensor:
+    """Expected penalty per output token: sum_t A[n, t] W[n, t], averaged over real tokens and the guided heads.
+
+    weights: cross-attention (batch, heads, n, frames) whose rows sum to 1 over frames."""
+    if heads > 0:
+        weights = weights[:, :heads]
+    w = guided_attention_penalty(out_lengths, in_lengths, weights.size(2), weights.size(3), sigma)
+    per_token = (weights.float() * w[:, None]).sum(-1)  # (batch, heads, n)
+    return per_token.sum() / (out_lengths.sum().clamp(min=1) * weights.size(1))
