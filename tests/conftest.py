@@ -51,13 +51,13 @@ def make_tone_corpus(root: Path, n_train: int = 160, n_dev: int = 24, n_test: in
 
 @pytest.fixture(scope="session")
 def tone_corpus(tmp_path_factory) -> dict:
-    return make_tone_corpus(tmp_path_factory.mktemp("tones"))
+    return make_tone_corpus(tmp_path_factory.mktemp("tones"), n_train=400)
 
 
 TINY_OVERRIDES = [
     "model.d_model=64", "model.n_heads=4", "model.d_ff=128", "model.n_encoder_layers=2",
     "model.n_decoder_layers=2", "model.conv_channels=16", "model.dropout=0.0",
-    "features.n_mels=40", "specaug.enabled=false", "train.peak_lr=3e-3", "train.warmup_steps=50",
-    "loss.label_smoothing=0.0", "train.progress_bar=false", "data.max_frames_per_batch=4000",
-    "decode.beam_size=3",
+    "features.n_mels=40", "specaug.enabled=false", "train.warmup_steps=50",
+    "loss.label_smoothing=0.0", "train.progress_bar=false", "data.max_frames_per_batch=1500",
+    "decode.beam_size=3", "train.peak_lr=2e-3",
 ]

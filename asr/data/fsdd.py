@@ -5,8 +5,8 @@
 FSDD holds isolated digits named `{digit}_{speaker}_{index}.wav` (8 kHz). Each utterance here joins 1-7 recordings of
 one speaker with short random pauses, resampled to 16 kHz, with a faint noise floor so pauses are not digital
 silence. Splits follow the conventional indices: 0-4 test, 5-49 train, of which `dev_indices` are held out as dev,
-so no recording is shared between splits. `held_out_speakers` moves speakers out of train/dev entirely and builds
-their test utterances from all of their recordings (unseen-speaker evaluation).
+so no recording is shared between splits. With `held_out_speakers` (unseen-speaker evaluation) the test set is
+built from all recordings of those speakers only, and the other speakers' indices 0-4 go to training.
 """
 
 from __future__ import annotations
@@ -64,11 +64,12 @@ def scan_fsdd(src_dir: str | Path) -> dict[tuple[str, int], list[tuple[int, Path
 
 
 def _split_of(index: int, speaker: str, cfg: FSDDConfig) -> str:
-    if speaker in cfg.held_out_speakers:
-        return "test"
-    if index <= 4:
-        return "test"
     lo, hi = cfg.dev_indices
+    if cfg.held_out_speakers:  # unseen-speaker setup: the test set is the held-out speakers, all of their files
+        if speaker in cfg.held_out_speakers:
+            return "test"
+    elif index <= 4:
+        return "test"
     return "dev" if lo <= index <= hi else "train"
 
 

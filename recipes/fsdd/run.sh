@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# FSDD connected digits: prepare -> train -> decode the conventional test indices (0-4).
+# Usage: FSDD_DIR=/path/to/free-spoken-digit-dataset bash recipes/fsdd/run.sh [config overrides]
+set -euo pipefail
+ASR=${ASR:-asr}
+FSDD_DIR=${FSDD_DIR:-../shared/data/fsdd}
+$ASR prepare fsdd --data-dir "$FSDD_DIR" --out data/fsdd
+$ASR train --config recipes/fsdd/conf.yaml "$@"
+$ASR evaluate --model exp/fsdd/model.pt --manifest data/fsdd/test.jsonl --beam-size 5

@@ -1,0 +1,115 @@
+import torch
+
+from asr.config import ModelConfig
+from asr.decoding import beam_search, greedy_search
+from asr.model import SpeechTransformer, ctc_loss, guided_attention_loss
+from asr.model.losses import guided_attention_penalty
+
+
+def _model(**kw):
+    torch.manual_seed(0)
+    cfg = ModelConfig(vocab_size=12, n_features=40, d_model=32, n_heads=4, d_ff=64, n_encoder_layers=2,
+                      n_decoder_layers=2, conv_channels=8, dropout=0.0, **kw)
+    return SpeechTransformer(cfg).eval()
+
+
+def _inputs():
+    feats = torch.randn(3, 120, 40)
+    lengths = torch.tensor([120, 90, 33])
+    tokens = torch.randint(5, 12, (3, 6))
+    token_lengths = torch.tensor([6, 4, 2])
+    return feats, lengths, tokens, token_lengths
+
+
+def test_shapes_and_subsampling():
+    m = _model()
+    feats, lengths, tokens, token_lengths = _inputs()
+    logits, enc_lengths, weights = m(feats, lengths, tokens, token_lengths, need_weights=True)
+    assert logits.shape == (3, 6, 12)
+    assert enc_lengths.tolist() == [((n - 1) // 2 - 1) // 2 for n in lengths.tolist()]  # x4 in time
+    assert len(weights) == 2 and weights[0].shape == (3, 4, 6, int(enc_lengths.max()))
+    # Rows of the cross-attention sum to one and put no weight on padded encoder frames.
+    assert torch.allclose(weights[0].sum(-1), torch.ones(3, 4, 6), atol=1e-5)
+    assert weights[0][2, :, :, int(enc_lengths[2]):].abs().max() == 0
+
+
+def test_padding_does_not_change_outputs():
+    m = _model()
+    feats, lengths, tokens, token_lengths = _inputs()
+    logits, _, _ = m(feats, lengths, tokens, token_lengths)
+    alone, _, _ = m(feats[2:3, :33], lengths[2:3], tokens[2:3, :2], token_lengths[2:3])
+    assert torch.allclose(alone[0], logits[2, :2], atol=1e-5)
+
+
+def test_incremental_decoding_matches_full_pass():
+    m = _model()
+    feats, lengths, tokens, token_lengths = _inputs()
+    memory, memory_lengths = m.encoder(feats, lengths)
+    full, _ = m.decoder(tokens, memory, memory_lengths)
+    cache: dict = {}
+    steps = [m.decoder(tokens[:, t : t + 1], memory, memory_lengths, kv_cache=cache, offset=t)[0] for t in range(6)]
+    assert torch.allclose(torch.cat(steps, 1), full, atol=1e-5)
+
+
+def test_beam_one_equals_greedy_and_beams_are_ordered():
+    m = _model()
+    feats, lengths, _, _ = _inputs()
+    memory, memory_lengths = m.encoder(feats, lengths)
+    greedy = greedy_search(m.decoder, memory, memory_lengths, sos=2, eos=3, max_len_ratio=0.5)
+    beam1 = beam_search(m.decoder, memory, memory_lengths, sos=2, eos=3, beam_size=1, max_len_ratio=0.5)
+    assert [h[0].tokens for h in beam1] == greedy
+    nbest = beam_search(m.decoder, memory, memory_lengths, sos=2, eos=3, beam_size=4, max_len_ratio=0.5, nbest=3)
+    for hyps, n in zip(nbest, memory_lengths.tolist()):
+        assert 1 <= len(hyps) <= 3
+        scores = [h.norm_score for h in hyps]
+        assert scores == sorted(scores, reverse=True)
+        assert all(len(h.tokens) < max(2, int(0.5 * n)) for h in hyps)  # the length limit holds
+        assert all(3 not in h.tokens for h in hyps)
+
+
+def test_beam_search_finds_the_best_sequence_of_a_known_model():
+    """A decoder whose next-token distribution we control: greedy takes a tempting first token that leads to a
+    poor continuation; the beam must find the sequence with the higher total probability."""
+
+    class Scripted(torch.nn.Module):
+        # vocab: 0..3 specials (2 = sos, 3 = eos), 4 = "x", 5 = "y"
+        layers = []
+
+        def forward(self, last, memory, lengths, kv_cache=None, offset=0, weight_layers=()):
+            n = last.size(0)
+            logp = torch.full((n, 1, 6), -20.0)
+            for i, tok in enumerate(last[:, 0].tolist()):
+                if offset == 0:
+                    logp[i, 0, 4], logp[i, 0, 5] = torch.log(torch.tensor(0.6)), torch.log(torch.tensor(0.4))
+                elif tok == 4:  # after "x": uncertain
+                    logp[i, 0, 3], logp[i, 0, 4], logp[i, 0, 5] = (torch.log(torch.tensor(v)) for v in (0.34, 0.33, 0.33))
+                elif tok == 5 and offset == 1:  # after "y": certain end
+                    logp[i, 0, 3] = 0.0
+                else:
+                    logp[i, 0, 3] = 0.0
+            return logp, []
+
+    memory, lengths = torch.zeros(1, 20, 4), torch.tensor([20])
+    assert greedy_search(Scripted(), memory, lengths, sos=2, eos=3) == [[4]]
+    best = beam_search(Scripted(), memory, lengths, sos=2, eos=3, beam_size=2, length_penalty=0.0)[0][0]
+    assert best.tokens == [5] and abs(best.score - float(torch.log(torch.tensor(0.4)))) < 1e-4
+
+
+def test_losses():
+    m = _model()
+    feats, lengths, tokens, token_lengths = _inputs()
+    memory, memory_lengths = m.encoder(feats, lengths)
+    loss = ctc_loss(m.ctc(memory), memory_lengths, tokens, token_lengths, blank=0)
+    assert torch.isfinite(loss) and loss > 0
+    # Guided attention: a diagonal alignment costs ~nothing, an anti-diagonal one a lot; padding is ignored.
+    n, t = 5, 20
+    w = guided_attention_penalty(torch.tensor([n]), torch.tensor([t]), n + 2, t + 3, sigma=0.2)
+    assert w.shape == (1, n + 2, t + 3) and w[0, n:].abs().max() == 0 and w[0, :, t:].abs().max() == 0
+    diag = torch.zeros(1, 1, n, t)
+    anti = torch.zeros(1, 1, n, t)
+    for i in range(n):
+        diag[0, 0, i, int((i + 0.5) / n * t)] = 1
+        anti[0, 0, i, int((n - i - 0.5) / n * t)] = 1
+    lo = guided_attention_loss(diag, torch.tensor([n]), torch.tensor([t]), sigma=0.2)
+    hi = guided_attention_loss(anti, torch.tensor([n]), torch.tensor([t]), sigma=0.2)
+    assert lo < 0.05 < 0.5 < hi
