@@ -57,7 +57,7 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
             print(f"error: {e}", file=sys.stderr)
             failed += 1
     if wavs:
-        texts = rec.recognize_waveforms(wavs, beam_size=args.beam_size)
+        texts = rec.recognize_waveforms(wavs, beam_size=args.beam_size, ctc_weight=args.ctc_weight)
         for name, text in zip(names, texts):
             print(f"{name}\t{text}", flush=True)
     return 1 if failed else 0
@@ -69,11 +69,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     rec = load_model(args.model, device=args.device)
     beam = rec.cfg.decode.beam_size if args.beam_size is None else args.beam_size
-    result = evaluate(rec, args.manifest, beam_size=beam, batch_size=args.batch_size)
+    ctc_weight = rec.decode_ctc_weight if args.ctc_weight is None else args.ctc_weight
+    result = evaluate(rec, args.manifest, beam_size=beam, batch_size=args.batch_size, ctc_weight=ctc_weight)
     r = result.rates
-    out = Path(args.out) if args.out else Path(args.model).parent / "decode" / f"{Path(args.manifest).stem}_beam{beam}.jsonl"
+    name = f"{Path(args.manifest).stem}_beam{beam}" + (f"_ctc{ctc_weight:g}" if beam > 1 and ctc_weight > 0 else "")
+    out = Path(args.out) if args.out else Path(args.model).parent / "decode" / f"{name}.jsonl"
     write_hypotheses(out, result)
-    decoder = "greedy" if beam <= 1 else f"beam {beam}"
+    decoder = "greedy attention" if beam <= 1 else f"beam {beam}"
+    if beam > 1:
+        decoder += f", CTC weight {ctc_weight:g}" if ctc_weight > 0 else ", attention only"
     print(f"{args.manifest}: {r.sentences} utterances, {decoder}, text normalisation: lower-case, no punctuation")
     print(f"WER {r.wer:.2f}%  CER {r.cer:.2f}%  (substitutions {r.substitutions}, deletions {r.deletions}, "
           f"insertions {r.insertions}, reference words {r.ref_words})")
@@ -119,13 +123,15 @@ def build_parser() -> argparse.ArgumentParser:
     tr = sub.add_parser("transcribe", help="print one line per audio file: path<TAB>text")
     tr.add_argument("--model", required=True)
     tr.add_argument("--beam-size", type=int, default=None, help="1 = greedy (default: the model's decode config)")
+    tr.add_argument("--ctc-weight", type=float, default=None, help="joint CTC/attention weight for beam search")
     tr.add_argument("--device", default="cpu")
     tr.add_argument("audio", nargs="+")
 
     e = sub.add_parser("evaluate", help="decode a manifest, print WER/CER, write per-utterance hypotheses")
     e.add_argument("--model", required=True)
     e.add_argument("--manifest", required=True)
-    e.add_argument("--beam-size", type=int, default=None)
+    e.add_argument("--beam-size", type=int, default=None, help="1 = greedy (default: the model's decode config)")
+    e.add_argument("--ctc-weight", type=float, default=None, help="joint CTC/attention weight for beam search")
     e.add_argument("--batch-size", type=int, default=None)
     e.add_argument("--out", default=None, help="hypotheses JSONL (default: next to the model, in decode/)")
     e.add_argument("--device", default="cpu")

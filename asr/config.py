@@ -65,6 +65,7 @@ class ModelConfig:
     n_decoder_layers: int = 3
     conv_channels: int = 64  # conv subsampling width; d_model-wide convs cost more than the whole Transformer
     dropout: float = 0.1
+    attn_dropout: float = 0.0  # on attention weights; > 0 sends CPU attention to a ~10x slower kernel
     # Set from the data at training time; stored so a model file rebuilds the same network.
     n_features: int = 80
     vocab_size: int = 0
@@ -118,7 +119,8 @@ class TrainConfig:
 class DecodeConfig:
     beam_size: int = 5
     length_penalty: float = 1.0  # score / length**length_penalty
-    max_len_ratio: float = 1.0  # max output tokens = ratio * encoder frames (+ 10)
+    max_len_ratio: float = 1.0  # max output tokens = ratio * encoder frames (at least 2)
+    ctc_weight: float = 0.3  # joint CTC/attention beam search (used when the model was trained with CTC)
     batch_size: int = 32
 
 

@@ -34,7 +34,11 @@ class EvalResult:
 
 
 def evaluate(
-    recognizer: Recognizer, manifest: str | Path, beam_size: int | None = None, batch_size: int | None = None
+    recognizer: Recognizer,
+    manifest: str | Path,
+    beam_size: int | None = None,
+    batch_size: int | None = None,
+    ctc_weight: float | None = None,
 ) -> EvalResult:
     utts = read_manifest(manifest)
     sr = recognizer.cfg.features.sample_rate
@@ -49,7 +53,7 @@ def evaluate(
     if not kept:
         raise ValueError(f"{manifest}: no readable utterances")
     start = time.perf_counter()
-    hyps = recognizer.recognize_waveforms(wavs, beam_size=beam_size, batch_size=batch_size)
+    hyps = recognizer.recognize_waveforms(wavs, beam_size=beam_size, batch_size=batch_size, ctc_weight=ctc_weight)
     decode_s = time.perf_counter() - start
     refs = [u.text for u in kept]
     rates = error_rates(refs, hyps)

@@ -39,6 +39,11 @@ class Recognizer(nn.Module):
         self.network = SpeechTransformer(cfg.model)
 
     @property
+    def decode_ctc_weight(self) -> float:
+        """The CTC weight for beam search; 0 when the CTC head was never trained."""
+        return self.cfg.decode.ctc_weight if self.cfg.loss.ctc_weight > 0 else 0.0
+
+    @property
     def device(self) -> torch.device:
         return next(self.network.parameters()).device
 
@@ -49,21 +54,32 @@ class Recognizer(nn.Module):
 
     @torch.no_grad()
     def recognize(
-        self, wavs: Tensor, lengths: Tensor, beam_size: int | None = None, nbest: int = 1
+        self,
+        wavs: Tensor,
+        lengths: Tensor,
+        beam_size: int | None = None,
+        nbest: int = 1,
+        ctc_weight: float | None = None,
     ) -> list[str] | list[list[tuple[str, float]]]:
-        """Padded waveforms -> text (one string each), or n-best (text, score) lists when nbest > 1."""
+        """Padded waveforms -> text (one string each), or n-best (text, score) lists when nbest > 1.
+
+        beam_size 1 is greedy attention decoding (the fast path); larger beams use joint CTC/attention scoring
+        with `ctc_weight` (default: the config's) when the model was trained with CTC."""
         dec = self.cfg.decode
         beam_size = dec.beam_size if beam_size is None else beam_size
+        ctc_weight = self.decode_ctc_weight if ctc_weight is None else ctc_weight
         feats, feat_lengths = self.features(wavs, lengths)
-        memory, memory_lengths = self.network.encoder(feats, feat_lengths)
+        memory, memory_lengths = self.network.encoder(feats, feat_lengths)  # (batch, frames/4, d_model)
         tok = self.tokenizer
         if beam_size <= 1 and nbest == 1:
             ids = greedy_search(self.network.decoder, memory, memory_lengths, tok.sos, tok.eos, dec.max_len_ratio)
             return [tok.decode(seq) for seq in ids]
+        ctc_log_probs = self.network.ctc(memory).log_softmax(-1) if ctc_weight > 0 else None
         hyps = beam_search(
             self.network.decoder, memory, memory_lengths, tok.sos, tok.eos,
             beam_size=max(beam_size, nbest), length_penalty=dec.length_penalty,
             max_len_ratio=dec.max_len_ratio, nbest=nbest,
+            ctc_log_probs=ctc_log_probs, ctc_weight=ctc_weight, blank=tok.blank, banned=(tok.blank, tok.pad, tok.sos),
         )
         if nbest == 1:
             return [tok.decode(h[0].tokens) if h else "" for h in hyps]
@@ -75,6 +91,7 @@ class Recognizer(nn.Module):
         sample_rate: int | None = None,
         beam_size: int | None = None,
         batch_size: int | None = None,
+        ctc_weight: float | None = None,
     ) -> list[str]:
         """Files (any format/rate/channels soundfile reads) or arrays (give `sample_rate`) -> one text each."""
         sr = self.cfg.features.sample_rate
@@ -86,10 +103,14 @@ class Recognizer(nn.Module):
                 if sample_rate is None:
                     raise ValueError("transcribe(arrays) needs sample_rate=")
                 wavs.append(prepare_array(x, sample_rate, sr))
-        return self.recognize_waveforms(wavs, beam_size, batch_size)
+        return self.recognize_waveforms(wavs, beam_size, batch_size, ctc_weight)
 
     def recognize_waveforms(
-        self, wavs: list[Tensor], beam_size: int | None = None, batch_size: int | None = None
+        self,
+        wavs: list[Tensor],
+        beam_size: int | None = None,
+        batch_size: int | None = None,
+        ctc_weight: float | None = None,
     ) -> list[str]:
         """Mono waveforms at the model's rate -> text, batched by similar length."""
         self.eval()
@@ -99,7 +120,7 @@ class Recognizer(nn.Module):
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
             padded, lengths = pad_waveforms([wavs[i] for i in idx])
-            out = self.recognize(padded.to(self.device), lengths.to(self.device), beam_size)
+            out = self.recognize(padded.to(self.device), lengths.to(self.device), beam_size, ctc_weight=ctc_weight)
             for i, text in zip(idx, out):
                 texts[i] = text
         return texts

@@ -254,6 +254,13 @@ def train(cfg: Config, resume: bool = False) -> Path:
     resume_from = last if resume and last.is_file() else None
     if resume and resume_from is None:
         log.warning("--resume: no %s yet, starting from scratch", last)
+    if resume_from is None and ckpt_dir.is_dir():
+        stale = sorted(ckpt_dir.glob("*.ckpt"))
+        if stale:  # a fresh run must not pick up (or keep ranking) an earlier run's checkpoints
+            log.warning("starting fresh: removing %d checkpoints of an earlier run in %s (use --resume to continue)",
+                        len(stale), ckpt_dir)
+            for f in stale:
+                f.unlink()
 
     if resume_from is not None:  # same vocabulary as the interrupted run, whatever the manifests say now
         tokenizer = tokenizer_from_dict(_read_checkpoint(resume_from)["asr_tokenizer"])

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from asr.decoding.ctc import CTCPrefixScorer, CTCState
 from asr.model.transformer import Decoder
 
 
@@ -71,6 +72,26 @@ def greedy_search(
     return out
 
 
+def _joint_scores(
+    logp: Tensor, ctc: CTCPrefixScorer, state: CTCState, weight: float, beam_size: int
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Attention log-probs (rows, vocab) -> joint scores, -inf outside each row's pre-beam.
+
+    Also returns the candidates' CTC prefix scores and states, and for each (row, token) its pre-beam column
+    (-1 outside), so the chosen extensions can carry their CTC state forward."""
+    rows, vocab = logp.shape
+    width = min(vocab, int(1.5 * beam_size) + 1)
+    att, cand = logp.topk(width, dim=1)  # (rows, width)
+    psi, r = ctc.score(state, cand)
+    # A prefix CTC already rules out (score -inf) stays ruled out; -inf - -inf would be NaN, which topk ranks first.
+    delta = torch.where(torch.isfinite(state.score)[:, None], psi - state.score[:, None], float("-inf"))
+    joint = ((1 - weight) * att + weight * delta).masked_fill(~torch.isfinite(att), float("-inf"))
+    out = torch.full_like(logp, float("-inf")).scatter_(1, cand, joint)
+    col = torch.full((rows, vocab), -1, dtype=torch.long, device=logp.device)
+    col.scatter_(1, cand, torch.arange(width, device=logp.device).expand(rows, width))
+    return out, psi, r, col
+
+
 @torch.no_grad()
 def beam_search(
     decoder: Decoder,
@@ -82,8 +103,17 @@ def beam_search(
     length_penalty: float = 1.0,
     max_len_ratio: float = 1.0,
     nbest: int = 1,
+    ctc_log_probs: Tensor | None = None,
+    ctc_weight: float = 0.0,
+    blank: int = 0,
+    banned: tuple[int, ...] = (),
 ) -> list[list[Hypothesis]]:
     """Batched beam search: (utterances x beam) rows decode together in one tensor.
+
+    With `ctc_log_probs` (batch, frames, vocab) and 0 < ctc_weight, each extension scores
+    (1 - ctc_weight) * attention log-prob + ctc_weight * change in CTC prefix score (joint CTC/attention decoding);
+    only the 1.5 x beam_size best tokens of each hypothesis by attention are CTC-scored (the pre-beam).
+    `banned` tokens (<blank>, <pad>, <sos>, ...) are never emitted.
 
     Each step keeps, per utterance, the `beam_size` best unfinished extensions; extensions ending in <eos> that rank
     within the top `beam_size` are set aside as finished. An utterance is done once `nbest` finished hypotheses
@@ -106,16 +136,25 @@ def beam_search(
     cache: dict = {}
     cross = {layer.cross_attn for layer in decoder.layers}
     ranks = torch.arange(2 * k, device=device)
+    use_ctc = ctc_log_probs is not None and ctc_weight > 0
+    if use_ctc:
+        ctc = CTCPrefixScorer(ctc_log_probs.repeat_interleave(k, dim=0), memory_lengths, blank, eos)
+        ctc_state = ctc.initial_state()
+    banned_ids = torch.tensor(banned, dtype=torch.long, device=device)
 
     for t in range(int(max_lens.max())):
         n = alive.numel()
         logp = _step(decoder, tokens[:, -1:], memory, memory_lengths, cache, t)  # (n * k, vocab)
         vocab = logp.size(-1)
         at_limit = (max_lens[alive] <= t + 1).repeat_interleave(k)
+        if banned_ids.numel():
+            logp[:, banned_ids] = float("-inf")
         if at_limit.any():  # forced stop: only <eos> is allowed
             logp[at_limit] = torch.where(
                 torch.arange(vocab, device=device) == eos, logp[at_limit], torch.tensor(float("-inf"), device=device)
             )
+        if use_ctc:
+            logp, ctc_psi, ctc_r, ctc_col = _joint_scores(logp, ctc, ctc_state, ctc_weight, k)
         cand = (scores[:, :, None] + logp.view(n, k, vocab)).view(n, k * vocab)
         top_scores, top_idx = cand.topk(min(2 * k, k * vocab), dim=1)  # (n, 2k): enough to refill k unfinished
         src_beam, top_tok = top_idx // vocab, top_idx % vocab
@@ -133,8 +172,12 @@ def beam_search(
         order = (is_eos.long() * (2 * k) + ranks[: is_eos.size(1)]).argsort(dim=1)[:, :k]
         scores = top_scores.gather(1, order).masked_fill(is_eos.gather(1, order), float("-inf"))
         rows = (torch.arange(n, device=device)[:, None] * k + src_beam.gather(1, order)).view(-1)
-        tokens = torch.cat([tokens[rows], top_tok.gather(1, order).view(-1, 1)], dim=1)
+        new_tokens = top_tok.gather(1, order).view(-1)
+        tokens = torch.cat([tokens[rows], new_tokens[:, None]], dim=1)
         _select(cache, rows, skip=cross)  # cross-attention keys are the same for every beam of an utterance
+        if use_ctc:  # rows whose score is -inf may point at a token outside the pre-beam: any column will do
+            cols = ctc_col[rows, new_tokens].clamp(min=0)
+            ctc_state = CTCPrefixScorer.advance(ctc_state, ctc_r, ctc_psi, rows, cols, new_tokens)
 
         # Best score an unfinished hypothesis could reach by ending at the next step (all have length t + 1).
         best_open = (scores.max(dim=1).values / (t + 2) ** length_penalty).tolist()
@@ -150,6 +193,9 @@ def beam_search(
             alive, scores = alive[keep], scores[keep]
             tokens, memory, memory_lengths = tokens[keep_rows], memory[keep_rows], memory_lengths[keep_rows]
             _select(cache, keep_rows)
+            if use_ctc:
+                ctc.select(keep_rows)
+                ctc_state = ctc_state.select(keep_rows)
 
     results = []
     for hyps in finished:

@@ -14,15 +14,22 @@ import torch
 from torch import Tensor, nn
 
 from asr.config import ModelConfig
-from asr.model.layers import Conv2dSubsampling, FeedForward, MultiHeadAttention, PositionalEncoding, padding_mask
+from asr.model.layers import (
+    Conv2dSubsampling,
+    Dropout,
+    FeedForward,
+    MultiHeadAttention,
+    PositionalEncoding,
+    padding_mask,
+)
 
 
 class EncoderLayer(nn.Module):
-    def __init__(self, d_model: int, n_heads: int, d_ff: int, dropout: float):
+    def __init__(self, d_model: int, n_heads: int, d_ff: int, dropout: float, attn_dropout: float):
         super().__init__()
-        self.attn_norm, self.attn = nn.LayerNorm(d_model), MultiHeadAttention(d_model, n_heads, dropout)
+        self.attn_norm, self.attn = nn.LayerNorm(d_model), MultiHeadAttention(d_model, n_heads, attn_dropout)
         self.ff_norm, self.ff = nn.LayerNorm(d_model), FeedForward(d_model, d_ff, dropout)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:
         x = x + self.dropout(self.attn(self.attn_norm(x), mask=mask)[0])
@@ -30,12 +37,12 @@ class EncoderLayer(nn.Module):
 
 
 class DecoderLayer(nn.Module):
-    def __init__(self, d_model: int, n_heads: int, d_ff: int, dropout: float):
+    def __init__(self, d_model: int, n_heads: int, d_ff: int, dropout: float, attn_dropout: float):
         super().__init__()
-        self.self_norm, self.self_attn = nn.LayerNorm(d_model), MultiHeadAttention(d_model, n_heads, dropout)
-        self.cross_norm, self.cross_attn = nn.LayerNorm(d_model), MultiHeadAttention(d_model, n_heads, dropout)
+        self.self_norm, self.self_attn = nn.LayerNorm(d_model), MultiHeadAttention(d_model, n_heads, attn_dropout)
+        self.cross_norm, self.cross_attn = nn.LayerNorm(d_model), MultiHeadAttention(d_model, n_heads, attn_dropout)
         self.ff_norm, self.ff = nn.LayerNorm(d_model), FeedForward(d_model, d_ff, dropout)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def forward(
         self,
@@ -59,9 +66,8 @@ class Encoder(nn.Module):
         super().__init__()
         self.subsample = Conv2dSubsampling(cfg.n_features, cfg.d_model, cfg.conv_channels)
         self.pos = PositionalEncoding(cfg.d_model, cfg.dropout)
-        self.layers = nn.ModuleList(
-            EncoderLayer(cfg.d_model, cfg.n_heads, cfg.d_ff, cfg.dropout) for _ in range(cfg.n_encoder_layers)
-        )
+        layer = (cfg.d_model, cfg.n_heads, cfg.d_ff, cfg.dropout, cfg.attn_dropout)
+        self.layers = nn.ModuleList(EncoderLayer(*layer) for _ in range(cfg.n_encoder_layers))
         self.norm = nn.LayerNorm(cfg.d_model)
 
     def forward(self, feats: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
@@ -81,9 +87,8 @@ class Decoder(nn.Module):
         # magnitude (the default N(0, 1) would drown the positions, which attention needs to find its place).
         nn.init.normal_(self.embed.weight, std=cfg.d_model**-0.5)
         self.pos = PositionalEncoding(cfg.d_model, cfg.dropout)
-        self.layers = nn.ModuleList(
-            DecoderLayer(cfg.d_model, cfg.n_heads, cfg.d_ff, cfg.dropout) for _ in range(cfg.n_decoder_layers)
-        )
+        layer = (cfg.d_model, cfg.n_heads, cfg.d_ff, cfg.dropout, cfg.attn_dropout)
+        self.layers = nn.ModuleList(DecoderLayer(*layer) for _ in range(cfg.n_decoder_layers))
         self.norm = nn.LayerNorm(cfg.d_model)
         self.out = nn.Linear(cfg.d_model, cfg.vocab_size)
 
