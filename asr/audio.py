@@ -1,6 +1,7 @@
 """Audio: any file soundfile reads (wav, flac, ogg, mp3, NIST SPHERE, headerless raw PCM) -> mono float waveform.
 
     load_audio(path, sample_rate) -> torch.Tensor (samples,) float32 in [-1, 1] at `sample_rate`
+    load_audio(path, sample_rate, offset=1.5, duration=2.0) -> only that stretch (Kaldi `segments`)
 
 Integer PCM is scaled to [-1, 1) by soundfile; multi-channel audio is averaged to mono; a different rate is
 resampled with torchaudio's windowed-sinc resampler. Every failure raises `AudioError` naming the file.
@@ -37,17 +38,28 @@ def audio_info(path: str | Path) -> tuple[int, int]:
         raise AudioError(f"{path}: cannot read audio header ({_reason(e)})") from None
 
 
-def read_audio(path: str | Path) -> tuple[np.ndarray, int]:
-    """Decode a file: (samples, channels) float32 array and its sample rate."""
+def read_audio(path: str | Path, offset: float = 0.0, duration: float | None = None) -> tuple[np.ndarray, int]:
+    """Decode a file, or `duration` seconds of it from `offset` seconds: (samples, channels) float32 array and its
+    sample rate. Only the requested stretch is decoded (soundfile seek + read), so a segment of a long recording is
+    cheap."""
     path = Path(path)
     if not path.is_file():
         raise AudioError(f"{path}: audio file not found")
+    if offset < 0 or (duration is not None and duration <= 0):
+        raise AudioError(f"{path}: invalid stretch (offset {offset}, duration {duration})")
     try:
-        raw = RAW_FORMATS.get(path.suffix.lower())
-        if raw is not None:
-            data, sr = sf.read(str(path), dtype="float32", always_2d=True, **raw)
-        else:
-            data, sr = sf.read(str(path), dtype="float32", always_2d=True)
+        raw = RAW_FORMATS.get(path.suffix.lower()) or {}
+        with sf.SoundFile(str(path), **raw) as f:
+            sr = f.samplerate
+            start = int(round(offset * sr))
+            if start and start >= f.frames:
+                raise AudioError(f"{path}: offset {offset:g} s is past the end ({f.frames / sr:.2f} s)")
+            if start:
+                f.seek(start)
+            frames = -1 if duration is None else int(round(duration * sr))
+            data = f.read(frames, dtype="float32", always_2d=True)
+    except AudioError:
+        raise
     except Exception as e:
         raise AudioError(f"{path}: cannot decode audio ({_reason(e)})") from None
     if data.shape[0] == 0:
@@ -70,9 +82,12 @@ def resample(wav: torch.Tensor, orig_sr: int, new_sr: int) -> torch.Tensor:
     return AF.resample(wav, orig_sr // g, new_sr // g)
 
 
-def load_audio(path: str | Path, sample_rate: int = 16000) -> torch.Tensor:
-    """Read, downmix and resample: returns (samples,) float32 at `sample_rate`."""
-    data, sr = read_audio(path)
+def load_audio(
+    path: str | Path, sample_rate: int = 16000, offset: float = 0.0, duration: float | None = None
+) -> torch.Tensor:
+    """Read, downmix and resample: returns (samples,) float32 at `sample_rate`. `offset`/`duration` (seconds) select
+    a stretch of the file (a Kaldi segment); the default is the whole file."""
+    data, sr = read_audio(path, offset, duration)
     wav = torch.from_numpy(np.ascontiguousarray(to_mono(data)))
     return resample(wav, sr, sample_rate)
 

@@ -1,8 +1,9 @@
 """Command line: `asr prepare | train | transcribe | evaluate`.
 
     asr prepare fsdd --data-dir ../shared/data/fsdd --out data/fsdd
+    asr prepare CORPUS --data-dir DIR --out OUT [--download] [corpus options]     (asr prepare --help: the corpora)
     asr train --config recipes/fsdd/conf.yaml [--resume] [section.key=value ...]
-    asr transcribe --model exp/fsdd/model.pt [--beam-size N] a.wav [b.flac ...]
+    asr transcribe --model exp/fsdd/model.pt [--format txt|json|srt|vtt] [--out-dir D] a.wav folder/ m.jsonl
     asr evaluate --model exp/fsdd/model.pt --manifest data/fsdd/test.jsonl [--beam-size N] [--out hyps.jsonl]
 """
 
@@ -42,24 +43,132 @@ def cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
     return 0
 
 
+# Extensions `asr transcribe` picks up in folders: the audio containers libsndfile reads, and headerless .raw PCM.
+AUDIO_SUFFIXES = {
+    ".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".sph", ".nist", ".aiff", ".aif", ".aifc", ".au", ".snd",
+    ".caf", ".w64", ".rf64", ".raw",
+}
+TRANSCRIBE_GROUP_SECONDS = 600.0  # audio loaded at a time: bounds memory on big folders, and output comes as it goes
+PROGRESS_MIN_FILES = 10  # fewer files get no progress bar
+
+
+def _manifest_audio(path: Path) -> list[str]:
+    """The audio paths of a JSONL manifest. Only `audio_filepath` is needed: there is no text yet to transcribe."""
+    import json
+
+    from asr.data.manifest import ManifestError
+
+    if not path.is_file():
+        raise ManifestError(f"{path}: manifest not found")
+    base, paths = path.resolve().parent, []
+    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ManifestError(f"{path}:{lineno}: invalid JSON ({e.msg})") from None
+        audio = item.get("audio_filepath") if isinstance(item, dict) else None
+        if not isinstance(audio, str) or not audio:
+            raise ManifestError(f"{path}:{lineno}: needs an audio_filepath string")
+        paths.append(str(base / audio))  # relative paths resolve against the manifest's folder
+    return paths
+
+
+def _transcribe_inputs(paths: list[str]) -> tuple[list[tuple[str, Path]], int]:
+    """Files, folders (searched recursively) and .jsonl manifests -> (audio path, output name without suffix) for
+    each file, and how many arguments were unusable (reported on stderr)."""
+    items: list[tuple[str, Path]] = []
+    bad = 0
+    for arg in paths:
+        p = Path(arg)
+        try:
+            if p.is_dir():
+                found = sorted(f for f in p.rglob("*") if f.suffix.lower() in AUDIO_SUFFIXES and f.is_file())
+                if not found:
+                    raise ValueError(f"{p}: no audio files in this folder")
+                items += [(str(f), f.relative_to(p).with_suffix("")) for f in found]  # outputs mirror the tree
+            elif p.suffix.lower() == ".jsonl":
+                items += [(a, Path(Path(a).stem)) for a in _manifest_audio(p)]
+            else:  # a file, or a missing path: reported when it fails to load
+                items.append((arg, Path(p.stem)))
+        except ValueError as e:  # ManifestError is one: one bad argument does not stop the others
+            print(f"error: {e}", file=sys.stderr)
+            bad += 1
+    return items, bad
+
+
+def _output_files(names: list[Path], out_dir: Path, fmt: str) -> list[Path]:
+    """One output file per input; a name taken twice (a.wav and a.flac) gets _1, _2, ..."""
+    used: set[Path] = set()
+    files = []
+    for name in names:
+        target, k = out_dir / f"{name}.{fmt}", 0
+        while target in used:
+            k += 1
+            target = out_dir / f"{name}_{k}.{fmt}"
+        used.add(target)
+        files.append(target)
+    return files
+
+
 def cmd_transcribe(args: argparse.Namespace) -> int:
+    import torch
+    from tqdm import tqdm
+
     from asr.audio import AudioError, load_audio
     from asr.recognizer import load_model
+    from asr.segment import MIN_CHUNK_SECONDS
+    from asr.transcript import render
 
+    if args.max_chunk_seconds is not None and not args.max_chunk_seconds >= MIN_CHUNK_SECONDS:
+        raise ValueError(f"--max-chunk-seconds must be at least {MIN_CHUNK_SECONDS}, got {args.max_chunk_seconds}")
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"--device {args.device}: CUDA is not available here (use --device cpu)")
     rec = load_model(args.model, device=args.device)
     sr = rec.cfg.features.sample_rate
-    wavs, names, failed = [], [], 0
-    for path in args.audio:
+    items, failed = _transcribe_inputs(args.audio)
+    out_dir = Path(args.out_dir) if args.out_dir else None
+    targets = _output_files([name for _, name in items], out_dir, args.format) if out_dir else []
+    headers = args.format in ("srt", "vtt") and out_dir is None and len(items) > 1  # which document is which
+    group_files = 4 * (args.batch_size or rec.cfg.decode.batch_size)
+    quiet = True if len(items) < PROGRESS_MIN_FILES else None  # None: tqdm shows the bar only on a terminal
+    bar = tqdm(total=len(items), unit="file", file=sys.stderr, disable=quiet)
+    pending: list[tuple[int, torch.Tensor]] = []  # (index in items, waveform)
+
+    def flush() -> None:
+        transcripts = rec.transcribe_waveforms(
+            [w for _, w in pending], args.beam_size, args.batch_size, args.ctc_weight, args.max_chunk_seconds
+        )
+        for (i, _), t in zip(pending, transcripts):
+            path = items[i][0]
+            if out_dir is not None:
+                targets[i].parent.mkdir(parents=True, exist_ok=True)
+                targets[i].write_text(render(t, args.format, path), encoding="utf-8")
+            elif args.format == "txt":
+                print(f"{path}\t{t.text}", flush=True)
+            else:
+                print((f"==> {path} <==\n" if headers else "") + render(t, args.format, path), end="", flush=True)
+        bar.update(len(pending))
+        pending.clear()
+
+    for i, (path, _) in enumerate(items):
         try:
-            wavs.append(load_audio(path, sr))
-            names.append(path)
-        except AudioError as e:  # one bad file does not stop the others
-            print(f"error: {e}", file=sys.stderr)
+            pending.append((i, load_audio(path, sr)))
+        except AudioError as e:  # one bad file does not stop the others; the exit code says it happened
+            tqdm.write(f"error: {e}", file=sys.stderr)
             failed += 1
-    if wavs:
-        texts = rec.recognize_waveforms(wavs, beam_size=args.beam_size, ctc_weight=args.ctc_weight)
-        for name, text in zip(names, texts):
-            print(f"{name}\t{text}", flush=True)
+            bar.update(1)
+            continue
+        if sum(w.numel() for _, w in pending) >= TRANSCRIBE_GROUP_SECONDS * sr or len(pending) >= group_files:
+            flush()
+    if pending:
+        flush()
+    bar.close()
+    if out_dir is not None:
+        log.info("wrote %d %s files to %s", len(items) - failed, args.format, out_dir)
+    if failed:
+        print(f"{failed} input(s) failed (see the errors above)", file=sys.stderr)
     return 1 if failed else 0
 
 
@@ -88,26 +197,39 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+# `asr prepare` options that only some corpora take (dest names; each corpus lists its own in CORPORA[...].options).
+PREPARE_OPTIONS = ("train_subsets", "dev_subsets", "test_subsets", "n_train", "n_dev", "n_test", "seed",
+                   "held_out_speakers", "dev_speakers", "n_dev_speakers", "split", "dev_fraction", "test_fraction")
+
+
 def cmd_prepare(args: argparse.Namespace) -> int:
-    if args.corpus == "fsdd":
-        from asr.data.fsdd import FSDDConfig, prepare_fsdd
+    from asr.data.corpora import download_corpus, get_corpus, prepare_corpus
+    from asr.data.download import DownloadError, UnsafeArchiveError
 
+    corpus = get_corpus(args.corpus)
+    given = {k: getattr(args, k) for k in PREPARE_OPTIONS if getattr(args, k) is not None}
+    wrong = [k for k in given if k not in corpus.options]
+    if wrong:
+        flags = ", ".join("--" + k.replace("_", "-") for k in wrong)
+        takes = ", ".join("--" + k.replace("_", "-") for k in corpus.options) or "none"
+        raise ValueError(f"asr prepare {corpus.name}: {flags} does not apply (its options: {takes})")
+    if args.download or args.parts:
         if not args.data_dir:
-            raise SystemExit("error: asr prepare fsdd needs --data-dir (the folder with FSDD's recordings/)")
-        cfg = FSDDConfig(seed=args.seed, held_out_speakers=args.held_out_speakers or [])
-        for name in ("n_train", "n_dev", "n_test"):
-            if getattr(args, name) is not None:
-                setattr(cfg, name, getattr(args, name))
-        manifests = prepare_fsdd(args.data_dir, args.out, cfg)
-    elif args.corpus == "synth":
-        from asr.data.synth import prepare_synth
-
-        kw = {k: getattr(args, k) for k in ("n_train", "n_dev", "n_test") if getattr(args, k) is not None}
-        manifests = prepare_synth(args.out, seed=args.seed, **kw)
-    else:  # argparse choices make this unreachable
-        raise SystemExit(f"error: unknown corpus {args.corpus}")
-    for split, path in manifests.items():
-        print(f"{split}: {path}")
+            raise ValueError(f"asr prepare {corpus.name} --download needs --data-dir (where to put the corpus)")
+        # LibriSpeech: the subsets named for the splits are the ones to fetch.
+        named = [s for k in ("train_subsets", "dev_subsets", "test_subsets") for s in given.get(k, [])]
+        parts = args.parts or [s for s in named if s in corpus.archives] or None
+        try:
+            download_corpus(corpus.name, args.data_dir, parts, keep_archive=args.keep_archive)
+        except (DownloadError, UnsafeArchiveError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+    options = {corpus.options[k]: v for k, v in given.items()}
+    result = prepare_corpus(corpus.name, args.data_dir, args.out, **options)
+    for line in result.summary():
+        print(line)
+    if result.skipped:  # each one was logged above with its reason
+        print(f"{len(result.skipped)} item(s) skipped (each listed above with the reason)")
     return 0
 
 
@@ -120,12 +242,18 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--config", required=True, help="recipe YAML (e.g. recipes/fsdd/conf.yaml)")
     t.add_argument("--resume", action="store_true", help="continue from <out_dir>/checkpoints/last.ckpt")
 
-    tr = sub.add_parser("transcribe", help="print one line per audio file: path<TAB>text")
+    tr = sub.add_parser("transcribe", help="transcribe audio files, folders or manifests (txt: path<TAB>text lines)",
+                        epilog="long recordings are cut at pauses into chunks of at most --max-chunk-seconds")
     tr.add_argument("--model", required=True)
     tr.add_argument("--beam-size", type=int, default=None, help="1 = greedy (default: the model's decode config)")
     tr.add_argument("--ctc-weight", type=float, default=None, help="joint CTC/attention weight for beam search")
-    tr.add_argument("--device", default="cpu")
-    tr.add_argument("audio", nargs="+")
+    tr.add_argument("--batch-size", type=int, default=None, help="chunks decoded at once (default: the model's)")
+    tr.add_argument("--max-chunk-seconds", type=float, default=None, help="longest chunk decoded at once (default 20)")
+    tr.add_argument("--format", choices=["txt", "json", "srt", "vtt"], default="txt",
+                    help="txt: path<TAB>text; json: one object a line with timed, scored segments; srt/vtt: subtitles")
+    tr.add_argument("--out-dir", default=None, help="write one file per input here instead of printing")
+    tr.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
+    tr.add_argument("audio", nargs="+", help="audio files, folders (searched recursively) or .jsonl manifests")
 
     e = sub.add_parser("evaluate", help="decode a manifest, print WER/CER, write per-utterance hypotheses")
     e.add_argument("--model", required=True)
@@ -136,14 +264,32 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--out", default=None, help="hypotheses JSONL (default: next to the model, in decode/)")
     e.add_argument("--device", default="cpu")
 
-    pr = sub.add_parser("prepare", help="build train/dev/test manifests for a corpus")
-    pr.add_argument("corpus", choices=["fsdd", "synth"])
-    pr.add_argument("--data-dir", help="where the corpus is (fsdd: the folder holding recordings/)")
-    pr.add_argument("--out", required=True, help="output folder for wavs and manifests")
-    pr.add_argument("--n-train", type=int)
-    pr.add_argument("--n-dev", type=int)
-    pr.add_argument("--n-test", type=int)
-    pr.add_argument("--seed", type=int, default=0)
+    from asr.data.corpora import CORPORA
+
+    corpora_help = "\n".join(f"  {c.name:17s}{c.description}\n  {'':17s}splits: {c.splits}"
+                             for c in CORPORA.values())
+    pr = sub.add_parser("prepare", help="build train/dev/test manifests for a corpus (optionally download it)",
+                        formatter_class=argparse.RawDescriptionHelpFormatter, epilog="corpora:\n" + corpora_help)
+    pr.add_argument("corpus", choices=list(CORPORA))
+    pr.add_argument("--data-dir", help="where the corpus is, or where --download puts it")
+    pr.add_argument("--out", required=True, help="output folder for the manifests (and generated wavs)")
+    pr.add_argument("--download", action="store_true",
+                    help="fetch the corpus's archives into --data-dir first (resumable, checksum-verified; a rerun "
+                         "skips what is done)")
+    pr.add_argument("--parts", nargs="+", help="--download only these archives (librispeech: subset names)")
+    pr.add_argument("--keep-archive", action="store_true", help="keep downloaded archives after extraction")
+    pr.add_argument("--train-subsets", nargs="+", help="librispeech: subsets for train (e.g. train-clean-100)")
+    pr.add_argument("--dev-subsets", nargs="+", help="librispeech: subsets for dev (e.g. dev-clean)")
+    pr.add_argument("--test-subsets", nargs="+", help="librispeech: subsets for test (e.g. test-clean test-other)")
+    pr.add_argument("--dev-speakers", nargs="+", help="an4: training speakers held out as dev")
+    pr.add_argument("--n-dev-speakers", type=int, help="an4: how many speakers to hold out as dev (default 6)")
+    pr.add_argument("--split", help="kaldi: the split this directory is (default train); folder: put all in it")
+    pr.add_argument("--dev-fraction", type=float, help="yesno, folder: share of files for dev")
+    pr.add_argument("--test-fraction", type=float, help="yesno, folder: share of files for test")
+    pr.add_argument("--n-train", type=int, help="fsdd, synth: utterances to generate")
+    pr.add_argument("--n-dev", type=int, help="fsdd, synth: utterances to generate; ljspeech: dev size (250)")
+    pr.add_argument("--n-test", type=int, help="fsdd, synth: utterances to generate; ljspeech: test size (250)")
+    pr.add_argument("--seed", type=int, help="fsdd, synth: random seed (default 0)")
     pr.add_argument("--held-out-speakers", nargs="*", help="fsdd: speakers kept out of train/dev (test only)")
     return p
 

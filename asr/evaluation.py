@@ -11,7 +11,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from asr.audio import AudioError, load_audio
+from asr.audio import AudioError
+from asr.data.dataset import load_utterance
 from asr.data.manifest import read_manifest
 from asr.metrics import ErrorRates, error_rates
 from asr.recognizer import Recognizer
@@ -45,7 +46,7 @@ def evaluate(
     wavs, kept, skipped = [], [], []
     for u in utts:
         try:
-            wavs.append(load_audio(u.audio_filepath, sr))
+            wavs.append(load_utterance(u, sr))
             kept.append(u)
         except AudioError as e:  # reported and left out of the score, never a crash mid-run
             log.warning("skipping %s", e)

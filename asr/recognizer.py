@@ -1,12 +1,17 @@
 """A trained recogniser: everything needed to go from audio to text, and the self-contained model file.
 
     Recognizer(cfg, tokenizer)                 front end + CMVN + Speech-Transformer + tokenizer
-    .recognize(wavs (batch, samples), lengths) -> list[str]
+    .recognize(wavs (batch, samples), lengths) -> list[str]   (or (text, score) with with_scores=True)
     .transcribe([path | array, ...])           -> list[str]
+    .transcribe_segments([path | array, ...])  -> list[Transcript]: text + per-segment start/end/text/score
     save_model(path, recognizer); load_model(path) -> Recognizer
 
 The model file is a plain dict of tensors and primitive values (resolved config, tokenizer vocabulary, weights
 including the CMVN statistics), so it loads with `torch.load(..., weights_only=True)`: no pickled code runs.
+
+Transcription cuts every input at pauses (`asr.segment.split_on_pauses`) into chunks of at most
+`max_chunk_seconds`, decodes the chunks of all inputs together in length-sorted batches, and joins each input's
+chunk texts. Silence is never decoded, so an input with no speech transcribes to "".
 """
 
 from __future__ import annotations
@@ -23,7 +28,9 @@ from asr.config import Config, config_from_dict
 from asr.decoding import beam_search, greedy_search
 from asr.features import GlobalCMVN, make_frontend
 from asr.model import SpeechTransformer
+from asr.segment import MAX_CHUNK_SECONDS, split_on_pauses
 from asr.text import CharTokenizer, tokenizer_from_dict
+from asr.transcript import TimedText, Transcript
 
 MODEL_FORMAT = "speech-transformer-asr/1"
 
@@ -60,8 +67,10 @@ class Recognizer(nn.Module):
         beam_size: int | None = None,
         nbest: int = 1,
         ctc_weight: float | None = None,
-    ) -> list[str] | list[list[tuple[str, float]]]:
-        """Padded waveforms -> text (one string each), or n-best (text, score) lists when nbest > 1.
+        with_scores: bool = False,
+    ) -> list[str] | list[tuple[str, float]] | list[list[tuple[str, float]]]:
+        """Padded waveforms -> text (one string each), or n-best (text, score) lists when nbest > 1, or the best
+        (text, score) of each with `with_scores`. A score is the hypothesis log-probability, <eos> included.
 
         beam_size 1 is greedy attention decoding (the fast path); larger beams use joint CTC/attention scoring
         with `ctc_weight` (default: the config's) when the model was trained with CTC."""
@@ -73,6 +82,9 @@ class Recognizer(nn.Module):
         tok = self.tokenizer
         if beam_size <= 1 and nbest == 1:
             ids = greedy_search(self.network.decoder, memory, memory_lengths, tok.sos, tok.eos, dec.max_len_ratio)
+            if with_scores:  # greedy search keeps no scores: one teacher-forced pass gives them
+                scores = self.sequence_log_probs(memory, memory_lengths, ids)
+                return [(tok.decode(seq), score) for seq, score in zip(ids, scores)]
             return [tok.decode(seq) for seq in ids]
         ctc_log_probs = self.network.ctc(memory).log_softmax(-1) if ctc_weight > 0 else None
         hyps = beam_search(
@@ -81,9 +93,28 @@ class Recognizer(nn.Module):
             max_len_ratio=dec.max_len_ratio, nbest=nbest,
             ctc_log_probs=ctc_log_probs, ctc_weight=ctc_weight, blank=tok.blank, banned=(tok.blank, tok.pad, tok.sos),
         )
+        if nbest == 1 and with_scores:
+            return [(tok.decode(h[0].tokens), h[0].score) if h else ("", float("-inf")) for h in hyps]
         if nbest == 1:
             return [tok.decode(h[0].tokens) if h else "" for h in hyps]
         return [[(tok.decode(h.tokens), h.score) for h in hs] for hs in hyps]
+
+    def sequence_log_probs(self, memory: Tensor, memory_lengths: Tensor, seqs: list[list[int]]) -> list[float]:
+        """log P(seq <eos> | audio) under the attention decoder, for each row's token ids (no <sos>/<eos>)."""
+        tok = self.tokenizer
+        lengths = torch.tensor([len(q) for q in seqs], device=memory.device)
+        n = int(lengths.max()) + 1
+        ys_in = torch.full((len(seqs), n), tok.pad, dtype=torch.long, device=memory.device)
+        ys_in[:, 0] = tok.sos
+        ys_out = ys_in.clone()
+        for i, q in enumerate(seqs):
+            ys_in[i, 1 : len(q) + 1] = torch.tensor(q, dtype=torch.long)
+            ys_out[i, : len(q)] = ys_in[i, 1 : len(q) + 1]
+            ys_out[i, len(q)] = tok.eos
+        logits, _ = self.network.decoder(ys_in, memory, memory_lengths, token_lengths=lengths + 1)
+        logp = logits.float().log_softmax(-1).gather(2, ys_out[..., None]).squeeze(2)
+        keep = torch.arange(n, device=memory.device)[None, :] <= lengths[:, None]
+        return torch.where(keep, logp, torch.zeros_like(logp)).sum(1).tolist()
 
     def transcribe(
         self,
@@ -92,18 +123,57 @@ class Recognizer(nn.Module):
         beam_size: int | None = None,
         batch_size: int | None = None,
         ctc_weight: float | None = None,
+        max_chunk_seconds: float | None = None,
     ) -> list[str]:
-        """Files (any format/rate/channels soundfile reads) or arrays (give `sample_rate`) -> one text each."""
+        """Files (any format/rate/channels soundfile reads) or arrays (give `sample_rate`) -> one text each.
+
+        Long inputs are cut at pauses into chunks of at most `max_chunk_seconds` (default 20) and the chunk texts
+        joined; an input with no speech gives ""."""
+        found = self.transcribe_segments(inputs, sample_rate, beam_size, batch_size, ctc_weight, max_chunk_seconds)
+        return [t.text for t in found]
+
+    def transcribe_segments(
+        self,
+        inputs: Sequence[str | Path | np.ndarray | Tensor],
+        sample_rate: int | None = None,
+        beam_size: int | None = None,
+        batch_size: int | None = None,
+        ctc_weight: float | None = None,
+        max_chunk_seconds: float | None = None,
+    ) -> list[Transcript]:
+        """Like `transcribe`, but each input's `Transcript`: text, duration and the decoded segments with their
+        start/end (seconds), text and score (log-probability). Unreadable files raise `AudioError` naming them."""
+        wavs = [self.load_input(x, sample_rate) for x in inputs]
+        return self.transcribe_waveforms(wavs, beam_size, batch_size, ctc_weight, max_chunk_seconds)
+
+    def load_input(self, x: str | Path | np.ndarray | Tensor, sample_rate: int | None = None) -> Tensor:
+        """A file, or an array at `sample_rate`, -> mono (samples,) at the model's rate."""
         sr = self.cfg.features.sample_rate
-        wavs = []
-        for x in inputs:
-            if isinstance(x, (str, Path)):
-                wavs.append(load_audio(x, sr))
-            else:
-                if sample_rate is None:
-                    raise ValueError("transcribe(arrays) needs sample_rate=")
-                wavs.append(prepare_array(x, sample_rate, sr))
-        return self.recognize_waveforms(wavs, beam_size, batch_size, ctc_weight)
+        if isinstance(x, (str, Path)):
+            return load_audio(x, sr)
+        if sample_rate is None:
+            raise ValueError("transcribe(arrays) needs sample_rate=")
+        return prepare_array(x, sample_rate, sr)
+
+    def transcribe_waveforms(
+        self,
+        wavs: list[Tensor],
+        beam_size: int | None = None,
+        batch_size: int | None = None,
+        ctc_weight: float | None = None,
+        max_chunk_seconds: float | None = None,
+    ) -> list[Transcript]:
+        """Mono waveforms at the model's rate -> transcripts; the chunks of all of them are decoded together."""
+        sr = self.cfg.features.sample_rate
+        max_s = MAX_CHUNK_SECONDS if max_chunk_seconds is None else max_chunk_seconds
+        cuts = [split_on_pauses(w, sr, max_s) for w in wavs]
+        chunks = [w[round(c.start * sr) : round(c.end * sr)] for w, cs in zip(wavs, cuts) for c in cs]
+        decoded = iter(self.recognize_waveforms(chunks, beam_size, batch_size, ctc_weight, with_scores=True))
+        out = []
+        for w, cs in zip(wavs, cuts):
+            timed = [TimedText(c.start, c.end, *next(decoded)) for c in cs]
+            out.append(Transcript.from_segments(timed, w.numel() / sr))
+        return out
 
     def recognize_waveforms(
         self,
@@ -111,16 +181,21 @@ class Recognizer(nn.Module):
         beam_size: int | None = None,
         batch_size: int | None = None,
         ctc_weight: float | None = None,
-    ) -> list[str]:
-        """Mono waveforms at the model's rate -> text, batched by similar length."""
+        with_scores: bool = False,
+    ) -> list[str] | list[tuple[str, float]]:
+        """Mono waveforms at the model's rate, each decoded whole -> text (or (text, score)), batched by similar
+        length."""
         self.eval()
         batch_size = batch_size or self.cfg.decode.batch_size
         order = sorted(range(len(wavs)), key=lambda i: wavs[i].numel())
-        texts: list[str] = [""] * len(wavs)
+        texts: list = [""] * len(wavs)
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
             padded, lengths = pad_waveforms([wavs[i] for i in idx])
-            out = self.recognize(padded.to(self.device), lengths.to(self.device), beam_size, ctc_weight=ctc_weight)
+            out = self.recognize(
+                padded.to(self.device), lengths.to(self.device), beam_size, ctc_weight=ctc_weight,
+                with_scores=with_scores,
+            )
             for i, text in zip(idx, out):
                 texts[i] = text
         return texts

@@ -25,9 +25,8 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from torch import Tensor
 from torch.utils.data import DataLoader
 
-from asr.audio import load_audio
 from asr.config import Config
-from asr.data.dataset import Batch, SpeechDataset, collate, load_split
+from asr.data.dataset import Batch, SpeechDataset, collate, load_split, load_utterance
 from asr.data.manifest import Utterance
 from asr.data.sampler import BucketBatchSampler
 from asr.decoding import greedy_search
@@ -215,7 +214,7 @@ def compute_cmvn(recognizer: Recognizer, utts: list[Utterance], max_hours: float
             wavs = []
             for u in chosen[start : start + 32]:
                 try:
-                    wavs.append(load_audio(u.audio_filepath, sr))
+                    wavs.append(load_utterance(u, sr))
                 except Exception as e:  # reported by the dataset later too; statistics do without it
                     log.warning("CMVN: skipping %s", e)
             if wavs:

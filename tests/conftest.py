@@ -61,3 +61,28 @@ TINY_OVERRIDES = [
     "loss.label_smoothing=0.0", "train.progress_bar=false", "data.max_frames_per_batch=1500",
     "decode.beam_size=3", "train.peak_lr=2e-3",
 ]
+
+
+@pytest.fixture(scope="session")
+def tone_model(tone_corpus, tmp_path_factory) -> Path:
+    """A tiny model trained through the command line on the tone task (shared by the tests that need one)."""
+    from asr.cli import main
+
+    out = tmp_path_factory.mktemp("tone_exp")
+    args = ["train", "--config", str(write_tone_config(out, tone_corpus)), f"train.out_dir={out}", "train.max_epochs=15"]
+    assert main(args) == 0
+    return out / "model.pt"
+
+
+def write_tone_config(folder: Path, corpus: dict) -> Path:
+    """A recipe YAML for the tone task: TINY_OVERRIDES as nested sections, plus the manifests."""
+    import yaml
+
+    data: dict = {"data": {"train_manifest": str(corpus["train"]), "dev_manifest": str(corpus["dev"])}}
+    for item in TINY_OVERRIDES:
+        key, value = item.split("=", 1)
+        section, name = key.split(".")
+        data.setdefault(section, {})[name] = yaml.safe_load(value)
+    path = folder / "conf.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path

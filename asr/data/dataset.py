@@ -4,6 +4,7 @@
     collate(items) -> Batch(wavs (batch, samples), wav_lengths, tokens (batch, n), token_lengths)
 
 Features are computed from the padded waveforms inside the model (on the training device), not here.
+An utterance with an `offset` field (a Kaldi segment) is the stretch [offset, offset + duration) of its file.
 """
 
 from __future__ import annotations
@@ -35,6 +36,13 @@ class Batch:
         return self.wavs.size(0)
 
 
+def load_utterance(u: Utterance, sample_rate: int) -> Tensor:
+    """The utterance's waveform: the whole file, or only [offset, offset + duration) when it has an `offset`."""
+    if "offset" in u.extra:
+        return load_audio(u.audio_filepath, sample_rate, offset=float(u.extra["offset"]), duration=u.duration)
+    return load_audio(u.audio_filepath, sample_rate)
+
+
 class SpeechDataset(Dataset):
     def __init__(self, utts: Sequence[Utterance], tokenizer: CharTokenizer, sample_rate: int):
         self.utts, self.tokenizer, self.sample_rate = list(utts), tokenizer, sample_rate
@@ -45,7 +53,7 @@ class SpeechDataset(Dataset):
 
     def __getitem__(self, i: int) -> tuple[int, Tensor, Tensor] | None:
         try:
-            wav = load_audio(self.utts[i].audio_filepath, self.sample_rate)
+            wav = load_utterance(self.utts[i], self.sample_rate)
         except AudioError as e:  # a file broken after the start-up check: report it, train on
             log.warning("skipping utterance: %s", e)
             return None
@@ -82,7 +90,12 @@ def load_split(
         elif check_audio:
             try:
                 frames, sr = audio_info(u.audio_filepath)
-                if frames * 16000 < min_frames * sr:
+                if "offset" in u.extra:  # a segment: its own length, and it must lie inside the file
+                    end = float(u.extra["offset"]) + u.duration
+                    if end * sr > frames + 0.01 * sr:
+                        reason = f"segment ends at {end:.2f} s, after the end of the file ({frames / sr:.2f} s)"
+                    frames = int(u.duration * sr)
+                if reason is None and frames * 16000 < min_frames * sr:
                     reason = f"too short ({frames} samples)"
             except AudioError as e:
                 reason = str(e)
