@@ -1,10 +1,13 @@
-"""Command line: `asr prepare | train | transcribe | evaluate`.
+"""Command line: `asr prepare | train | transcribe | evaluate | train-lm`.
 
     asr prepare fsdd --data-dir ../shared/data/fsdd --out data/fsdd
     asr prepare CORPUS --data-dir DIR --out OUT [--download] [corpus options]     (asr prepare --help: the corpora)
     asr train --config recipes/fsdd/conf.yaml [--resume] [section.key=value ...]
     asr transcribe --model exp/fsdd/model.pt [--format txt|json|srt|vtt] [--out-dir D] a.wav folder/ m.jsonl
     asr evaluate --model exp/fsdd/model.pt --manifest data/fsdd/test.jsonl [--beam-size N] [--out hyps.jsonl]
+    asr train-lm --model exp/synth/model.pt --manifest data/synth/train.jsonl --out exp/synth/lm.pt [--minutes 2]
+    asr evaluate ... --lm exp/synth/lm.pt --lm-weight 0.3       (also transcribe: shallow fusion in beam search)
+    asr benchmark --models A.pt B.pt --sets test.jsonl --decoders greedy,beam10,ctc [--by speaker] [--out DIR]
 """
 
 from __future__ import annotations
@@ -112,6 +115,23 @@ def _output_files(names: list[Path], out_dir: Path, fmt: str) -> list[Path]:
     return files
 
 
+def _attach_lm(rec, args: argparse.Namespace) -> float:
+    """--lm PATH [--lm-weight W]: fuse the LM into beam search; returns the weight in use (0: no LM)."""
+    if args.lm is None:
+        if args.lm_weight is not None:
+            raise ValueError("--lm-weight needs --lm (an LM file made by asr train-lm)")
+        return 0.0
+    from asr.lm import load_lm
+
+    try:
+        rec.attach_lm(load_lm(args.lm, device=args.device), args.lm_weight)
+    except ValueError as e:
+        raise ValueError(f"--lm {args.lm} with --model {args.model}: {e}") from None
+    if rec.fusion.weight == 0:
+        log.warning("warning: --lm without --lm-weight and the model's decode.lm_weight is 0: the LM is not used")
+    return rec.fusion.weight
+
+
 def cmd_transcribe(args: argparse.Namespace) -> int:
     import torch
     from tqdm import tqdm
@@ -126,6 +146,7 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"--device {args.device}: CUDA is not available here (use --device cpu)")
     rec = load_model(args.model, device=args.device)
+    _attach_lm(rec, args)
     sr = rec.cfg.features.sample_rate
     items, failed = _transcribe_inputs(args.audio)
     out_dir = Path(args.out_dir) if args.out_dir else None
@@ -177,23 +198,81 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from asr.recognizer import load_model
 
     rec = load_model(args.model, device=args.device)
+    lm_weight = _attach_lm(rec, args)
     beam = rec.cfg.decode.beam_size if args.beam_size is None else args.beam_size
     ctc_weight = rec.decode_ctc_weight if args.ctc_weight is None else args.ctc_weight
     result = evaluate(rec, args.manifest, beam_size=beam, batch_size=args.batch_size, ctc_weight=ctc_weight)
     r = result.rates
-    name = f"{Path(args.manifest).stem}_beam{beam}" + (f"_ctc{ctc_weight:g}" if beam > 1 and ctc_weight > 0 else "")
+    searched = beam > 1 or lm_weight > 0  # with an LM, beam 1 is a beam search too (greedy has no fusion)
+    name = f"{Path(args.manifest).stem}_beam{beam}" + (f"_ctc{ctc_weight:g}" if searched and ctc_weight > 0 else "")
+    name += f"_lm{lm_weight:g}" if lm_weight > 0 else ""
     out = Path(args.out) if args.out else Path(args.model).parent / "decode" / f"{name}.jsonl"
     write_hypotheses(out, result)
-    decoder = "greedy attention" if beam <= 1 else f"beam {beam}"
-    if beam > 1:
+    decoder = f"beam {beam}" if searched else "greedy attention"
+    if searched:
         decoder += f", CTC weight {ctc_weight:g}" if ctc_weight > 0 else ", attention only"
-    print(f"{args.manifest}: {r.sentences} utterances, {decoder}, text normalisation: lower-case, no punctuation")
+    if lm_weight > 0:
+        decoder += f", LM {args.lm} weight {lm_weight:g}"
+    print(f"{args.manifest}: {r.sentences} utterances, {decoder}")
+    print(f"text normalisation (references and hypotheses): {result.normalizer.name}: {result.normalizer.description}")
     print(f"WER {r.wer:.2f}%  CER {r.cer:.2f}%  (substitutions {r.substitutions}, deletions {r.deletions}, "
           f"insertions {r.insertions}, reference words {r.ref_words})")
     print(f"real-time factor {result.rtf:.4f} ({result.decode_seconds:.1f} s for {result.audio_seconds:.0f} s of audio)")
     if result.skipped:
         print(f"{len(result.skipped)} unreadable files skipped (listed above)")
     print(f"hypotheses: {out}")
+    return 0
+
+
+def cmd_train_lm(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from asr.lm import LMConfig, LMTrainConfig, read_sentences, save_lm, train_lm
+    from asr.recognizer import load_model
+
+    if not args.text and not args.manifest:
+        raise ValueError("asr train-lm needs training text: --text FILE.txt and/or --manifest FILE.jsonl")
+    tokenizer = load_model(args.model).tokenizer  # the ASR model's vocabulary, so that token ids line up
+    sentences = read_sentences(args.text or (), args.manifest or ())
+    dev = read_sentences(args.dev_text or (), args.dev_manifest or ()) if args.dev_text or args.dev_manifest else None
+
+    def given(cls) -> dict:  # the dataclass fields set on the command line; the rest keep their defaults
+        names = (f.name for f in dataclasses.fields(cls))
+        return {k: getattr(args, k) for k in names if getattr(args, k, None) is not None}
+
+    cfg, train_cfg = LMConfig(**given(LMConfig)), LMTrainConfig(**given(LMTrainConfig))
+    lm, report = train_lm(sentences, tokenizer, cfg, train_cfg, dev)
+    extra = {"asr_model": str(args.model), **dataclasses.asdict(report), "train": dataclasses.asdict(train_cfg)}
+    path = save_lm(args.out, lm, extra)
+    n_params = sum(p.numel() for p in lm.parameters())
+    print(f"LM: {n_params / 1e6:.2f} M parameters, {report.train_sentences} training / {report.dev_sentences} dev "
+          f"sentences, {report.epochs} epochs in {report.minutes:.1f} min")
+    print(f"dev perplexity {report.dev_perplexity:.3f} per token (uniform over the vocabulary: {len(tokenizer)})")
+    print(f"LM: {path}")
+    return 0
+
+
+def cmd_benchmark(args: argparse.Namespace) -> int:
+    from asr.benchmark import BenchmarkSpec, run_benchmark
+    from asr.benchmark_report import render_markdown, write_report
+    from asr.decoding.setups import parse_decoders
+
+    if args.device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ValueError(f"--device {args.device}: CUDA is not available here (use --device cpu)")
+    spec = BenchmarkSpec(
+        models=[Path(m) for m in args.models], sets=[Path(s) for s in args.sets],
+        decoders=parse_decoders(args.decoders), out_dir=Path(args.out), by=args.by, n_bootstrap=args.bootstrap,
+        seed=args.seed, device=args.device, batch_size=args.batch_size,
+        cache_dir=Path(args.cache_dir) if args.cache_dir else None, lm=Path(args.lm) if args.lm else None,
+        threads=args.threads,
+    )
+    report = run_benchmark(spec)
+    files = write_report(report, args.out)
+    print(render_markdown(report, details=False), end="")
+    print(f"\nerror analysis and everything above: {files[0]}; also {', '.join(str(f) for f in files[1:])}")
     return 0
 
 
@@ -253,6 +332,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="txt: path<TAB>text; json: one object a line with timed, scored segments; srt/vtt: subtitles")
     tr.add_argument("--out-dir", default=None, help="write one file per input here instead of printing")
     tr.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
+    tr.add_argument("--lm", default=None, help="token LM file (asr train-lm) for shallow fusion in beam search")
+    tr.add_argument("--lm-weight", type=float, default=None, help="LM weight (default: the model's decode.lm_weight)")
     tr.add_argument("audio", nargs="+", help="audio files, folders (searched recursively) or .jsonl manifests")
 
     e = sub.add_parser("evaluate", help="decode a manifest, print WER/CER, write per-utterance hypotheses")
@@ -263,6 +344,53 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--batch-size", type=int, default=None)
     e.add_argument("--out", default=None, help="hypotheses JSONL (default: next to the model, in decode/)")
     e.add_argument("--device", default="cpu")
+    e.add_argument("--lm", default=None, help="token LM file (asr train-lm) for shallow fusion in beam search")
+    e.add_argument("--lm-weight", type=float, default=None, help="LM weight (default: the model's decode.lm_weight)")
+
+    lm = sub.add_parser("train-lm", help="train a token LM on text, over an ASR model's vocabulary (for --lm)",
+                        epilog="text: one sentence a line (--text) and/or the text fields of manifests (--manifest)")
+    lm.add_argument("--model", required=True, help="ASR model file: its tokenizer is the LM's vocabulary")
+    lm.add_argument("--text", nargs="+", help="text files, one sentence a line")
+    lm.add_argument("--manifest", nargs="+", help="JSONL manifests: their text fields")
+    lm.add_argument("--dev-text", nargs="+", help="dev text for perplexity (default: hold out --dev-fraction)")
+    lm.add_argument("--dev-manifest", nargs="+", help="dev manifests for perplexity")
+    lm.add_argument("--out", required=True, help="LM file to write")
+    lm.add_argument("--epochs", type=int, default=None, help="passes over the text (default 10)")
+    lm.add_argument("--minutes", dest="max_minutes", type=float, default=None, help="wall-clock budget (0 = none)")
+    lm.add_argument("--batch-size", type=int, default=None, help="sentences per batch (default 64)")
+    lm.add_argument("--lr", type=float, default=None, help="Adam learning rate (default 3e-3)")
+    lm.add_argument("--dev-fraction", type=float, default=None, help="held-out share without dev text (default 0.05)")
+    lm.add_argument("--seed", type=int, default=None)
+    lm.add_argument("--d-model", type=int, default=None, help="LM width (default 128)")
+    lm.add_argument("--n-heads", type=int, default=None, help="attention heads (default 4)")
+    lm.add_argument("--d-ff", type=int, default=None, help="feed-forward width (default 512)")
+    lm.add_argument("--n-layers", type=int, default=None, help="Transformer layers (default 2)")
+    lm.add_argument("--dropout", type=float, default=None, help="dropout (default 0.1)")
+
+    from asr.decoding.setups import DECODERS
+
+    decoders_help = "\n".join(f"  {k.name + ('N' if k.size_param else ''):8s}{k.help}\n  {'':8s}parameters: "
+                              f"{', '.join(p for p in k.params if p != k.size_param) or 'none'}"
+                              for k in DECODERS.values())
+    b = sub.add_parser("benchmark", help="WER with confidence intervals, speed, memory, significance and error "
+                       "analysis for every model x test set x decoder",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       epilog="decoders (name[:key=value,...], comma-separated, e.g. "
+                              "greedy,beam10:ctc_weight=0.5,length_penalty=0.8,ctc):\n" + decoders_help)
+    b.add_argument("--models", nargs="+", required=True, help="model files")
+    b.add_argument("--sets", nargs="+", required=True, help="test manifests (JSONL)")
+    b.add_argument("--decoders", nargs="+", default=["greedy"], help="decoding setups (default: greedy)")
+    b.add_argument("--out", default="benchmark", help="output folder (default: benchmark/)")
+    b.add_argument("--by", action="append", default=[],
+                   help="break WER down by a manifest field (speaker, ...) or 'duration'; repeatable")
+    b.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (default 1000)")
+    b.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    b.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
+    b.add_argument("--batch-size", type=int, default=None, help="utterances decoded at once (default: the model's)")
+    b.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's; set it for "
+                   "timings that compare across runs)")
+    b.add_argument("--cache-dir", default=None, help="decoded hypotheses and timings (default: OUT/cache)")
+    b.add_argument("--lm", default=None, help="token LM (asr train-lm) for setups that set lm_weight")
 
     from asr.data.corpora import CORPORA
 
@@ -311,7 +439,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "train":
             return cmd_train(args, extra)
-        return {"transcribe": cmd_transcribe, "evaluate": cmd_evaluate, "prepare": cmd_prepare}[args.command](args)
+        return {"transcribe": cmd_transcribe, "evaluate": cmd_evaluate, "prepare": cmd_prepare,
+                "train-lm": cmd_train_lm, "benchmark": cmd_benchmark}[args.command](args)
     except (ConfigError, ManifestError, AudioError, FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -1,7 +1,7 @@
 """One config system: nested dataclasses with defaults, loaded from YAML, overridden from the command line.
 
 A recipe's `conf.yaml` mirrors `Config` (sections `features`, `specaug`, `model`, `loss`, `data`, `train`,
-`decode`);
+`decode`, `tokenizer`);
 `key.sub=value` overrides (`model.d_model=256`) are applied on top. Unknown keys are errors, not silently ignored,
 so a typo in a recipe fails at once. The resolved config is stored in the model file.
 """
@@ -52,6 +52,7 @@ class SpecAugmentConfig:
     time_masks: int = 2
     time_width: float = 0.05  # max fraction of the utterance per time mask
     time_width_max: int = 40  # ... but at most this many frames
+    time_warp: int = 0  # max warp distance in frames (Park et al. use 5 for 10 ms frames); 0 = off
 
 
 @dataclass
@@ -82,6 +83,12 @@ class LossConfig:
     guided_attn_layers: list = field(default_factory=list)  # decoder layers to guide (indices); empty = all
     guided_attn_heads: int = 0  # guide the first k heads of each layer; 0 = all
     guided_attn_decay: float = 1.0  # weight multiplied by this every epoch (1 = constant)
+    # Scheduled sampling (Bengio et al. 2015; two-pass for Transformers, Mihaylova & Martins 2019): with probability
+    # p the decoder is fed its own previous prediction instead of the reference token; p rises linearly from 0 at
+    # epoch `scheduled_sampling_start` to `scheduled_sampling` over `scheduled_sampling_ramp` epochs. 0 = off.
+    scheduled_sampling: float = 0.0
+    scheduled_sampling_start: int = 0
+    scheduled_sampling_ramp: int = 5
 
 
 @dataclass
@@ -93,6 +100,8 @@ class DataConfig:
     max_batch_size: int = 128
     max_duration: float = 30.0  # longer training utterances are skipped (reported)
     num_workers: int = 0  # audio reading is cheap; on 2 cores extra processes steal from the model
+    speed_perturb: list = field(default_factory=list)  # training speed factors, e.g. [0.9, 1.0, 1.1] (Kaldi-style)
+    noise_snr: list = field(default_factory=list)  # [min, max] dB: add white noise at a random SNR in training
 
 
 @dataclass
@@ -106,10 +115,15 @@ class TrainConfig:
     weight_decay: float = 0.0
     grad_clip: float = 5.0
     accelerator: str = "auto"
-    devices: Any = "auto"
-    precision: str = "32-true"  # "bf16-mixed" on GPUs
+    devices: Any = "auto"  # e.g. 4 GPUs; with num_nodes for multi-node
+    num_nodes: int = 1
+    strategy: str = "auto"  # Lightning strategy: "ddp" (multi-GPU / multi-node), "ddp_spawn", ...
+    precision: str = "32-true"  # "bf16-mixed" on GPUs (on CPUs bf16 matmuls are emulated and slow)
     num_threads: int = 0  # torch CPU threads; 0 = leave torch's default
-    val_beam_size: int = 1  # validation WER is greedy by default: cheap and tracks the beam WER
+    checkpoint_every_n_steps: int = 200  # also save last.ckpt mid-epoch, so --resume loses little work
+    average_checkpoints: int = 5  # average the weights of N checkpoints into the model file (0/1 = off) ...
+    average_by: str = "best"  # ... the N best by validation WER, or the "last" N epochs
+    attention_plots: int = 3  # cross-attention maps of this many dev utterances, saved each epoch (0 = off)
     log_every_n_steps: int = 20
     logger: str = "csv"  # csv | tensorboard
     progress_bar: bool = True
@@ -121,7 +135,18 @@ class DecodeConfig:
     length_penalty: float = 1.0  # score / length**length_penalty
     max_len_ratio: float = 1.0  # max output tokens = ratio * encoder frames (at least 2)
     ctc_weight: float = 0.3  # joint CTC/attention beam search (used when the model was trained with CTC)
+    lm_weight: float = 0.0  # shallow fusion weight of an attached LM (asr.lm) when none is given with it
     batch_size: int = 32
+
+
+@dataclass
+class TokenizerConfig:
+    """Output units and text normalisation (asr.text): built from the training transcripts, stored in the model."""
+
+    kind: str = "char"  # char | bpe | unigram (SentencePiece, trained on the normalised training transcripts)
+    vocab_size: int = 256  # bpe/unigram: pieces including the 5 special tokens; char: unused (set by the data)
+    character_coverage: float = 1.0  # bpe/unigram: share of characters kept (0.9995 for Chinese/Japanese)
+    normalizer: str = "default"  # asr.text.NORMALIZERS: default, english, librispeech, ljspeech, an4, digits, ...
 
 
 @dataclass
@@ -133,6 +158,7 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     decode: DecodeConfig = field(default_factory=DecodeConfig)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -185,8 +211,9 @@ def _coerce(value: Any, typ: Any, where: str) -> Any:
     return value
 
 
-def from_dict(cls, data: dict | None, where: str = ""):
-    """Build dataclass `cls` from a nested dict, rejecting unknown keys with their dotted path."""
+def from_dict(cls, data: dict | None, where: str = "", strict: bool = True):
+    """Build dataclass `cls` from a nested dict, rejecting unknown keys with their dotted path (or, with
+    strict=False, dropping them: a model file written by another version of the toolkit still loads)."""
     data = data or {}
     if not isinstance(data, dict):
         raise ConfigError(f"{where or 'config'}: expected a mapping, got {data!r}")
@@ -195,10 +222,12 @@ def from_dict(cls, data: dict | None, where: str = ""):
     for key, value in data.items():
         path = f"{where}.{key}" if where else key
         if key not in types_:
+            if not strict:
+                continue
             raise ConfigError(f"unknown config key '{path}' (known: {', '.join(types_)})")
         typ = types_[key]
         if dataclasses.is_dataclass(typ):
-            kwargs[key] = from_dict(typ, value, path)
+            kwargs[key] = from_dict(typ, value, path, strict)
         else:
             kwargs[key] = _coerce(value, typ, path)
     return cls(**kwargs)
@@ -238,5 +267,5 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     return apply_overrides(cfg, overrides or [])
 
 
-def config_from_dict(data: dict) -> Config:
-    return from_dict(Config, data)
+def config_from_dict(data: dict, strict: bool = True) -> Config:
+    return from_dict(Config, data, strict=strict)

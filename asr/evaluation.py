@@ -1,6 +1,8 @@
 """Evaluation: decode a manifest with a trained model and score it.
 
     evaluate(recognizer, manifest, beam_size) -> EvalResult(rates: ErrorRates, rows: per-utterance dicts, rtf)
+
+References and hypotheses are scored after the model's own text normaliser (the one its training transcripts got).
 """
 
 from __future__ import annotations
@@ -8,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from asr.audio import AudioError
@@ -16,7 +18,7 @@ from asr.data.dataset import load_utterance
 from asr.data.manifest import read_manifest
 from asr.metrics import ErrorRates, error_rates
 from asr.recognizer import Recognizer
-from asr.text import normalize_text
+from asr.text import Normalizer, get_normalizer
 
 log = logging.getLogger("asr")
 
@@ -28,6 +30,7 @@ class EvalResult:
     audio_seconds: float
     decode_seconds: float
     skipped: list[str]
+    normalizer: Normalizer = field(default_factory=get_normalizer)  # applied to refs and hyps before scoring
 
     @property
     def rtf(self) -> float:
@@ -57,22 +60,23 @@ def evaluate(
     hyps = recognizer.recognize_waveforms(wavs, beam_size=beam_size, batch_size=batch_size, ctc_weight=ctc_weight)
     decode_s = time.perf_counter() - start
     refs = [u.text for u in kept]
-    rates = error_rates(refs, hyps)
+    norm = recognizer.tokenizer.normalizer  # the one its training transcripts got
+    rates = error_rates(refs, hyps, normalizer=norm)
     rows = []
     for u, ref, hyp in zip(kept, refs, hyps):
-        r = error_rates([ref], [hyp])
+        r = error_rates([ref], [hyp], normalizer=norm)
         rows.append(
             {
                 "audio_filepath": u.audio_filepath,
-                "ref": normalize_text(ref),
-                "hyp": normalize_text(hyp),
+                "ref": norm(ref),
+                "hyp": norm(hyp),
                 "word_errors": r.substitutions + r.deletions + r.insertions,
                 "ref_words": r.ref_words,
                 **{k: v for k, v in u.extra.items() if k in ("speaker", "id")},
             }
         )
     audio_s = sum(w.numel() for w in wavs) / sr
-    return EvalResult(rates, rows, audio_s, decode_s, skipped)
+    return EvalResult(rates, rows, audio_s, decode_s, skipped, norm)
 
 
 def write_hypotheses(path: str | Path, result: EvalResult) -> Path:

@@ -414,7 +414,26 @@ class SpecAugment(nn.Module):
             widths = uniform_int(max_width[:, None].expand(batch, cfg.time_masks))
             starts = uniform_int(lengths[:, None] - widths)  # masks end by the utterance's true end
             time = spans(starts, widths, n_frames)  # (batch, frames)
+        if cfg.time_warp > 0:
+            feats = time_warp(feats, lengths, cfg.time_warp)
         return feats.masked_fill(freq[:, None, :] | time[:, :, None], 0.0)
+
+
+def time_warp(feats: Tensor, lengths: Tensor, max_warp: int) -> Tensor:
+    """SpecAugment's time warp: a random frame c of each utterance moves to c + d (|d| <= max_warp) and both sides
+    are stretched linearly to fit, keeping the utterance length. Per utterance (lengths differ); cheap next to the
+    model. feats (batch, frames, dim) -> same shape."""
+    out = feats.clone()
+    for i, n in enumerate(lengths.tolist()):
+        if n <= 2 * max_warp + 2:
+            continue
+        c = int(torch.randint(max_warp + 1, n - max_warp, (1,)))
+        d = int(torch.randint(-max_warp, max_warp + 1, (1,)))
+        x = feats[i, :n].t()[None]  # (1, dim, n)
+        left = F.interpolate(x[..., :c], size=c + d, mode="linear", align_corners=False)
+        right = F.interpolate(x[..., c:], size=n - c - d, mode="linear", align_corners=False)
+        out[i, :n] = torch.cat([left, right], dim=-1)[0].t()
+    return out
 
 
 def uniform_int(high: Tensor) -> Tensor:

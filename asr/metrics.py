@@ -1,6 +1,7 @@
 """Metrics: word and character error rates through jiwer, after the same normalisation on both sides.
 
     error_rates(refs, hyps) -> ErrorRates(wer=..., cer=..., substitutions=..., deletions=..., insertions=...)
+    error_rates(refs, hyps, normalizer="english")   # a named normaliser (asr.text.NORMALIZERS), e.g. the model's
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from typing import Sequence
 
 import jiwer
 
-from asr.text import normalize_text
+from asr.text import Normalizer, get_normalizer
 
 
 @dataclass
@@ -49,10 +50,14 @@ def _counts(refs: list[str], hyps: list[str], chars: bool) -> tuple[int, int, in
     return s, d, i, n
 
 
-def error_rates(refs: Sequence[str], hyps: Sequence[str], normalize: bool = True) -> ErrorRates:
+def error_rates(
+    refs: Sequence[str], hyps: Sequence[str], normalize: bool = True, normalizer: str | Normalizer | None = "default"
+) -> ErrorRates:
+    """Scores after applying `normalizer` to references and hypotheses alike (`normalize=False` or None: only
+    whitespace is squeezed)."""
     if len(refs) != len(hyps):
         raise ValueError(f"{len(refs)} references but {len(hyps)} hypotheses")
-    norm = normalize_text if normalize else (lambda t: " ".join(t.split()))
+    norm = get_normalizer(normalizer) if normalize and normalizer is not None else (lambda t: " ".join(t.split()))
     refs = [norm(r) for r in refs]
     hyps = [norm(h) for h in hyps]
     s, d, i, n = _counts(refs, hyps, chars=False)

@@ -4,6 +4,7 @@
     .recognize(wavs (batch, samples), lengths) -> list[str]   (or (text, score) with with_scores=True)
     .transcribe([path | array, ...])           -> list[str]
     .transcribe_segments([path | array, ...])  -> list[Transcript]: text + per-segment start/end/text/score
+    .attach_lm(lm, weight)                     shallow fusion of a token LM (asr.lm) in every later beam search
     save_model(path, recognizer); load_model(path) -> Recognizer
 
 The model file is a plain dict of tensors and primitive values (resolved config, tokenizer vocabulary, weights
@@ -16,8 +17,9 @@ chunk texts. Silence is never decoded, so an input with no speech transcribes to
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -35,6 +37,14 @@ from asr.transcript import TimedText, Transcript
 MODEL_FORMAT = "speech-transformer-asr/1"
 
 
+@dataclass
+class LMFusion:
+    """An attached language model. A plain holder, not a submodule: the LM never goes into the model file."""
+
+    lm: Any  # asr.lm.TransformerLM (or anything with check_vocabulary/init_state/step, see asr.decoding.search)
+    weight: float
+
+
 class Recognizer(nn.Module):
     def __init__(self, cfg: Config, tokenizer: CharTokenizer):
         super().__init__()
@@ -44,6 +54,23 @@ class Recognizer(nn.Module):
         self.frontend = make_frontend(cfg.features)
         self.cmvn = GlobalCMVN(cfg.features.dim)
         self.network = SpeechTransformer(cfg.model)
+        self.fusion: LMFusion | None = None
+
+    def attach_lm(self, lm: Any, weight: float | None = None) -> "Recognizer":
+        """Fuse `lm` (e.g. `asr.lm.load_lm(path)`, over this model's vocabulary) into every later beam search with
+        `weight` (default: the config's decode.lm_weight); `None` detaches. Returns self, for chaining.
+
+        Every decoding entry point (recognize, transcribe, ..., asr.evaluation.evaluate) then uses it, so their
+        signatures stay as they were."""
+        if lm is None:
+            self.fusion = None
+            return self
+        lm.check_vocabulary(self.tokenizer)
+        weight = self.cfg.decode.lm_weight if weight is None else float(weight)
+        if not weight >= 0:
+            raise ValueError(f"LM weight must be >= 0, got {weight}")
+        self.fusion = LMFusion(lm.to(self.device).eval(), weight)
+        return self
 
     @property
     def decode_ctc_weight(self) -> float:
@@ -70,17 +97,20 @@ class Recognizer(nn.Module):
         with_scores: bool = False,
     ) -> list[str] | list[tuple[str, float]] | list[list[tuple[str, float]]]:
         """Padded waveforms -> text (one string each), or n-best (text, score) lists when nbest > 1, or the best
-        (text, score) of each with `with_scores`. A score is the hypothesis log-probability, <eos> included.
+        (text, score) of each with `with_scores`. A score is the hypothesis log-probability, <eos> included
+        (with an attached LM: the fused score).
 
         beam_size 1 is greedy attention decoding (the fast path); larger beams use joint CTC/attention scoring
-        with `ctc_weight` (default: the config's) when the model was trained with CTC."""
+        with `ctc_weight` (default: the config's) when the model was trained with CTC. An attached LM with a
+        weight > 0 is fused into beam search, and then beam_size 1 is a beam search of width 1."""
         dec = self.cfg.decode
         beam_size = dec.beam_size if beam_size is None else beam_size
         ctc_weight = self.decode_ctc_weight if ctc_weight is None else ctc_weight
         feats, feat_lengths = self.features(wavs, lengths)
         memory, memory_lengths = self.network.encoder(feats, feat_lengths)  # (batch, frames/4, d_model)
         tok = self.tokenizer
-        if beam_size <= 1 and nbest == 1:
+        fusion = self.fusion if self.fusion is not None and self.fusion.weight > 0 else None
+        if beam_size <= 1 and nbest == 1 and fusion is None:
             ids = greedy_search(self.network.decoder, memory, memory_lengths, tok.sos, tok.eos, dec.max_len_ratio)
             if with_scores:  # greedy search keeps no scores: one teacher-forced pass gives them
                 scores = self.sequence_log_probs(memory, memory_lengths, ids)
@@ -92,6 +122,7 @@ class Recognizer(nn.Module):
             beam_size=max(beam_size, nbest), length_penalty=dec.length_penalty,
             max_len_ratio=dec.max_len_ratio, nbest=nbest,
             ctc_log_probs=ctc_log_probs, ctc_weight=ctc_weight, blank=tok.blank, banned=(tok.blank, tok.pad, tok.sos),
+            lm=fusion.lm.to(memory.device) if fusion else None, lm_weight=fusion.weight if fusion else 0.0,
         )
         if nbest == 1 and with_scores:
             return [(tok.decode(h[0].tokens), h[0].score) if h else ("", float("-inf")) for h in hyps]
@@ -238,6 +269,6 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> Recogniz
         raise ValueError(f"{path}: not a readable model file ({e})") from None
     if not isinstance(blob, dict) or blob.get("format") != MODEL_FORMAT:
         raise ValueError(f"{path}: not a {MODEL_FORMAT} model file")
-    rec = Recognizer(config_from_dict(blob["config"]), tokenizer_from_dict(blob["tokenizer"]))
+    rec = Recognizer(config_from_dict(blob["config"], strict=False), tokenizer_from_dict(blob["tokenizer"]))
     rec.load_state_dict(blob["state_dict"])
     return rec.to(device).eval()

@@ -1,11 +1,13 @@
 """Training with PyTorch Lightning: data module, the LightningModule, and `train(cfg)` which ends in a model file.
 
-    train(cfg) -> path of `<out_dir>/model.pt` (best validation-WER weights, self-contained)
+    train(cfg) -> path of `<out_dir>/model.pt` (best or averaged checkpoint weights, self-contained)
 
 Per batch: waveforms -> features (on the training device) -> CMVN -> SpecAugment (training only) -> encoder ->
 decoder under teacher forcing (input <sos> y1..yn, target y1..yn <eos>) -> label-smoothed cross-entropy.
+Options: joint CTC, guided attention on the cross-attention, scheduled sampling, speed perturbation and noise.
 Adam with the Noam schedule (linear warmup, then inverse square-root decay), gradient clipping, validation loss
-and greedy WER every epoch, best-k and last checkpoints (`--resume` continues from last.ckpt).
+and greedy WER every epoch, attention plots, best-k and last checkpoints (last.ckpt also every N steps, so
+`--resume` continues mid-epoch), checkpoint averaging into the final model, any Lightning strategy (DDP).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import logging
 import math
 import random
 import time
+import warnings
 from datetime import timedelta
 from functools import partial
 from pathlib import Path
@@ -34,18 +37,22 @@ from asr.features import CMVNStats, SpecAugment
 from asr.metrics import error_rates
 from asr.model import ctc_loss, guided_attention_loss, label_smoothed_nll
 from asr.recognizer import Recognizer, pad_waveforms, save_model
-from asr.text import CharTokenizer, tokenizer_from_dict
+from asr.text import CharTokenizer, build_tokenizer, tokenizer_from_dict
 
 log = logging.getLogger("asr")
 
 
 class ASRDataModule(L.LightningDataModule):
+    """Length-bucketed train/dev loaders. Its state (epoch, batches trained in it) goes into every checkpoint, so a
+    run resumed from a mid-epoch checkpoint continues with the next batch rather than repeating the epoch."""
+
     def __init__(self, cfg: Config, tokenizer: CharTokenizer, train_utts: list[Utterance], dev_utts: list[Utterance]):
         super().__init__()
         self.cfg, self.tokenizer = cfg, tokenizer
-        sr = cfg.features.sample_rate
-        self.train_set = SpeechDataset(train_utts, tokenizer, sr)
+        sr, d = cfg.features.sample_rate, cfg.data
+        self.train_set = SpeechDataset(train_utts, tokenizer, sr, d.speed_perturb, d.noise_snr)
         self.dev_set = SpeechDataset(dev_utts, tokenizer, sr)
+        self._resume: dict | None = None
 
     def _loader(self, dataset: SpeechDataset, shuffle: bool) -> DataLoader:
         d = self.cfg.data
@@ -55,7 +62,14 @@ class ASRDataModule(L.LightningDataModule):
             shuffle=shuffle, seed=self.cfg.train.seed, rank=rank, world_size=world,
         )
         if shuffle:
-            log.info("train batches: %d per epoch, padding %.1f%% of frames", len(sampler), 100 * sampler.padding_fraction())
+            padding = 100 * sampler.padding_fraction()
+            log.info("train batches: %d per epoch (rank %d of %d), padding %.1f%% of frames", len(sampler), rank,
+                     world, padding)
+            if self.trainer is not None and self.trainer.logger is not None:
+                self.trainer.logger.log_metrics({"padding_percent": padding}, step=0)
+            if self._resume is not None:
+                sampler.resume(self._resume["epoch"], self._resume["batches_done"])
+                self._resume = None
         return DataLoader(
             dataset, batch_sampler=sampler, collate_fn=partial(collate, pad=self.tokenizer.pad),
             num_workers=d.num_workers, persistent_workers=d.num_workers > 0,
@@ -66,6 +80,15 @@ class ASRDataModule(L.LightningDataModule):
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.dev_set, shuffle=False)
+
+    def state_dict(self) -> dict:
+        if self.trainer is None:
+            return {}
+        progress = self.trainer.fit_loop.epoch_loop.batch_progress.current
+        return {"epoch": self.trainer.current_epoch, "batches_done": progress.processed}
+
+    def load_state_dict(self, state: dict) -> None:
+        self._resume = state or None
 
 
 def noam_lambda(warmup: int):
@@ -108,6 +131,9 @@ class ASRModule(L.LightningModule):
         net, lc = self.model.network, self.cfg.loss
         out_lengths = batch.token_lengths + 1  # with <sos> in, with <eos> out
         memory, memory_lengths = net.encoder(feats, feat_lengths)  # (batch, frames/4, d_model)
+        p = self._sampling_prob()
+        if p > 0:
+            ys_in = self._scheduled_sampling(ys_in, memory, memory_lengths, out_lengths, p)
         guide = self._guided_weight() > 0
         logits, attn = net.decoder(  # (batch, n+1, vocab), cross-attention of the guided layers
             ys_in, memory, memory_lengths, out_lengths, weight_layers=self._guided_layers if guide else ()
@@ -128,6 +154,26 @@ class ASRModule(L.LightningModule):
             loss = loss + self._guided_weight() * ga
             stats["guided_attn_loss"] = ga
         return loss, memory, memory_lengths, stats
+
+    def _sampling_prob(self) -> float:
+        lc = self.cfg.loss
+        if not self.training or lc.scheduled_sampling <= 0 or self.current_epoch < lc.scheduled_sampling_start:
+            return 0.0
+        ramp = (self.current_epoch - lc.scheduled_sampling_start + 1) / max(lc.scheduled_sampling_ramp, 1)
+        return lc.scheduled_sampling * min(1.0, ramp)
+
+    @torch.no_grad()
+    def _scheduled_sampling(self, ys_in: Tensor, memory: Tensor, memory_lengths: Tensor, out_lengths: Tensor,
+                            p: float) -> Tensor:
+        """Two-pass scheduled sampling: a teacher-forced pass predicts every position at once; each input token
+        after <sos> is then replaced, with probability p, by the prediction for its position."""
+        pred = self.model.network.decoder(ys_in, memory, memory_lengths, out_lengths)[0].argmax(-1)  # (batch, n+1)
+        swap = torch.rand(ys_in.shape, device=ys_in.device) < p
+        swap[:, 0] = False  # <sos> stays
+        mixed = ys_in.clone()
+        mixed[:, 1:] = torch.where(swap[:, 1:], pred[:, :-1], ys_in[:, 1:])
+        pad = self.model.tokenizer.pad
+        return torch.where(ys_in == pad, ys_in, mixed)
 
     @property
     def _guided_layers(self) -> list[int]:
@@ -182,6 +228,52 @@ class ASRModule(L.LightningModule):
             counts = self.all_gather(counts.to(self.device)).sum(0).cpu()
         self.log("val_wer", 100.0 * float(counts[0] / counts[1].clamp(min=1)), prog_bar=True)
         self.log("val_cer", 100.0 * float(counts[2] / counts[3].clamp(min=1)))
+        if self.cfg.train.attention_plots > 0 and self.trainer.is_global_zero and not self.trainer.sanity_checking:
+            self._plot_attention()
+
+    @torch.no_grad()
+    def _plot_attention(self) -> None:
+        """Cross-attention maps (heads averaged, one column per decoder layer) of the first dev utterances, to a
+        PNG under <out_dir>/attention/ and to TensorBoard when that is the logger: a near-diagonal, monotonic map
+        is what guided attention aims for."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        dev = self.trainer.datamodule.dev_set
+        items = [x for x in (dev[i] for i in range(min(self.cfg.train.attention_plots, len(dev)))) if x is not None]
+        if not items:
+            return
+        batch = collate(items, self.model.tokenizer.pad)
+        batch = Batch(*(t.to(self.device) for t in (batch.wavs, batch.wav_lengths, batch.tokens,
+                                                     batch.token_lengths, batch.indices)))
+        tok = self.model.tokenizer
+        feats, feat_lengths = self.model.features(batch.wavs, batch.wav_lengths)
+        memory, memory_lengths = self.model.network.encoder(feats, feat_lengths)
+        ys_in, _ = teacher_forcing_targets(batch.tokens, batch.token_lengths, tok.sos, tok.eos, tok.pad)
+        layers = list(range(len(self.model.network.decoder.layers)))
+        _, attn = self.model.network.decoder(ys_in, memory, memory_lengths, batch.token_lengths + 1,
+                                             weight_layers=layers)
+        rows, cols = len(items), len(layers)
+        fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.4 * rows), squeeze=False)
+        for i in range(rows):
+            n, t = int(batch.token_lengths[i]) + 1, int(memory_lengths[i])
+            for j in layers:
+                ax = axes[i][j]
+                ax.imshow(attn[j][i].float().mean(0)[:n, :t].cpu().numpy(), aspect="auto", origin="lower",
+                          interpolation="nearest")
+                ax.set_title(f"utt {i}, layer {j}", fontsize=8)
+                ax.set_xlabel("encoder frame", fontsize=7)
+                ax.set_ylabel("output token", fontsize=7)
+        fig.suptitle(f"cross-attention, epoch {self.current_epoch}")
+        fig.tight_layout()
+        out = Path(self.cfg.train.out_dir) / "attention" / f"epoch{self.current_epoch:03d}.png"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(out, dpi=80)
+        if isinstance(self.logger, TensorBoardLogger):
+            self.logger.experiment.add_figure("cross_attention", fig, global_step=self.global_step)
+        plt.close(fig)
 
     def configure_optimizers(self):
         t = self.cfg.train
@@ -229,14 +321,8 @@ def _read_checkpoint(path: Path) -> dict:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
-def export_checkpoint(ckpt_path: Path, recognizer: Recognizer, out_path: Path, extra: dict | None = None) -> Path:
-    """Copy a Lightning checkpoint's weights into the recogniser and write the self-contained model file."""
-    state = _read_checkpoint(ckpt_path)["state_dict"]
-    recognizer.load_state_dict({k[len("model."):]: v for k, v in state.items() if k.startswith("model.")})
-    return save_model(out_path, recognizer, extra)
-
-
-def train(cfg: Config, resume: bool = False) -> Path:
+def train(cfg: Config, resume: bool = False, extra_callbacks: tuple = ()) -> Path:
+    """Fit the model on cfg.data and write <out_dir>/model.pt. `extra_callbacks`: Lightning callbacks to add."""
     t = cfg.train
     out = Path(t.out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -264,7 +350,7 @@ def train(cfg: Config, resume: bool = False) -> Path:
     if resume_from is not None:  # same vocabulary as the interrupted run, whatever the manifests say now
         tokenizer = tokenizer_from_dict(_read_checkpoint(resume_from)["asr_tokenizer"])
     else:
-        tokenizer = CharTokenizer.build(u.text for u in train_utts)
+        tokenizer = build_tokenizer(cfg.tokenizer, (u.text for u in train_utts))
     recognizer = Recognizer(cfg, tokenizer)
     if resume_from is None:
         compute_cmvn(recognizer, train_utts, seed=t.seed)  # on resume the statistics come with the weights
@@ -277,10 +363,21 @@ def train(cfg: Config, resume: bool = False) -> Path:
 
     module = ASRModule(cfg, recognizer)
     data = ASRDataModule(cfg, tokenizer, train_utts, dev_utts)
-    checkpoint = ModelCheckpoint(
+    n_avg = t.average_checkpoints if t.average_checkpoints > 1 else 0
+    if t.average_by not in ("best", "last"):
+        raise ValueError(f"train.average_by must be best or last, got {t.average_by!r}")
+    best_ckpts = ModelCheckpoint(
         dirpath=ckpt_dir, filename="epoch{epoch:03d}-wer{val_wer:.2f}", monitor="val_wer", mode="min",
-        save_top_k=3, save_last=True, auto_insert_metric_name=False,
+        save_top_k=max(3, n_avg if t.average_by == "best" else 0), save_last=True, auto_insert_metric_name=False,
+        enable_version_counter=False,
     )
+    callbacks = [best_ckpts, LearningRateMonitor(logging_interval="step"), *extra_callbacks]
+    if n_avg and t.average_by == "last":  # keep the last N epochs as well
+        callbacks.append(ModelCheckpoint(dirpath=ckpt_dir / "epochs", filename="epoch{epoch:03d}", monitor="epoch",
+                                         mode="max", save_top_k=n_avg, auto_insert_metric_name=False))
+    if t.checkpoint_every_n_steps > 0:  # last.ckpt mid-epoch too: an interrupted run loses little
+        callbacks.append(ModelCheckpoint(dirpath=ckpt_dir, every_n_train_steps=t.checkpoint_every_n_steps,
+                                         save_top_k=0, save_last=True, enable_version_counter=False))
     if t.logger == "tensorboard":
         logger = TensorBoardLogger(str(out), name="logs")
     elif t.logger == "csv":
@@ -292,10 +389,12 @@ def train(cfg: Config, resume: bool = False) -> Path:
         max_time=timedelta(minutes=t.max_minutes) if t.max_minutes > 0 else None,
         accelerator=t.accelerator,
         devices=t.devices,
+        num_nodes=t.num_nodes,
+        strategy=t.strategy,
         precision=t.precision,
         gradient_clip_val=t.grad_clip or None,
         logger=logger,
-        callbacks=[checkpoint, LearningRateMonitor(logging_interval="step")],
+        callbacks=callbacks,
         use_distributed_sampler=False,  # BucketBatchSampler splits batches across ranks itself
         enable_progress_bar=t.progress_bar,
         log_every_n_steps=t.log_every_n_steps,
@@ -304,18 +403,71 @@ def train(cfg: Config, resume: bool = False) -> Path:
         enable_model_summary=False,
     )
     start = time.time()
+    # The data module's state (epoch, batches done) makes mid-epoch resumption exact; Lightning only looks for it
+    # on the DataLoader, and would warn that it is missing.
+    warnings.filterwarnings("ignore", message=".*your dataloader is not resumable.*")
     trainer.fit(module, data, ckpt_path=str(resume_from) if resume_from else None)
     minutes = (time.time() - start) / 60
     if trainer.global_rank != 0:
         return out / "model.pt"
-    best = Path(checkpoint.best_model_path) if checkpoint.best_model_path else last
-    score = checkpoint.best_model_score
-    extra = {
-        "checkpoint": best.name,
-        "val_wer": float(score) if score is not None else None,
-        "epochs": trainer.current_epoch,
-        "train_minutes": round(minutes, 2),
-    }
-    path = export_checkpoint(best, recognizer, out / "model.pt", extra)
-    log.info("wrote %s (from %s, val WER %s, %.1f min)", path, best.name, extra["val_wer"], minutes)
+    return export_model(cfg, recognizer, best_ckpts, callbacks, dev_utts, out / "model.pt",
+                        {"epochs": trainer.current_epoch, "train_minutes": round(minutes, 2)})
+
+
+def average_checkpoints(paths: list[Path]) -> dict[str, Tensor]:
+    """Element-wise mean of the checkpoints' weights (integer buffers are taken from the last one)."""
+    states = [_read_checkpoint(p)["state_dict"] for p in paths]
+    avg = {}
+    for key, last in states[-1].items():
+        if last.is_floating_point():
+            avg[key] = torch.stack([s[key].float() for s in states]).mean(0).to(last.dtype)
+        else:
+            avg[key] = last
+    return avg
+
+
+def _dev_wer(recognizer: Recognizer, utts: list[Utterance]) -> float:
+    sr = recognizer.cfg.features.sample_rate
+    wavs, refs = [], []
+    for u in utts:
+        try:
+            wavs.append(load_utterance(u, sr))
+            refs.append(u.text)
+        except Exception:  # reported when the dev set was loaded for validation
+            continue
+    return error_rates(refs, recognizer.recognize_waveforms(wavs, beam_size=1)).wer
+
+
+def _load_weights(recognizer: Recognizer, state: dict[str, Tensor]) -> None:
+    recognizer.load_state_dict({k[len("model."):]: v for k, v in state.items() if k.startswith("model.")})
+
+
+def export_model(cfg: Config, recognizer: Recognizer, best_ckpts: ModelCheckpoint, callbacks: list,
+                 dev_utts: list[Utterance], path: Path, extra: dict) -> Path:
+    """Write the model file from the best checkpoint, or from the average of N checkpoints (Vaswani et al. 2017;
+    ESPnet averages the best N by validation) when that decodes the dev set (greedy) at least as well."""
+    t = cfg.train
+    best = Path(best_ckpts.best_model_path) if best_ckpts.best_model_path else path.parent / "checkpoints" / "last.ckpt"
+    _load_weights(recognizer, _read_checkpoint(best)["state_dict"])
+    best_wer = _dev_wer(recognizer, dev_utts)
+    extra.update(checkpoint=best.name, dev_wer_greedy=round(best_wer, 3))
+    n = t.average_checkpoints
+    if n > 1:
+        if t.average_by == "best":
+            ranked = sorted(best_ckpts.best_k_models.items(), key=lambda kv: float(kv[1]))
+        else:
+            last_cb = next(c for c in callbacks if isinstance(c, ModelCheckpoint) and c.monitor == "epoch")
+            ranked = sorted(last_cb.best_k_models.items(), key=lambda kv: -float(kv[1]))
+        chosen = [Path(p) for p, _ in ranked[:n]]
+        if len(chosen) > 1:
+            _load_weights(recognizer, average_checkpoints(chosen))
+            avg_wer = _dev_wer(recognizer, dev_utts)
+            log.info("dev WER (greedy): best checkpoint %.2f%%, average of %d %s checkpoints %.2f%%", best_wer,
+                     len(chosen), t.average_by, avg_wer)
+            if avg_wer <= best_wer:
+                extra.update(checkpoint=f"average of {[p.name for p in chosen]}", dev_wer_greedy=round(avg_wer, 3))
+            else:  # averaging hurt (e.g. checkpoints from very different stages): keep the single best
+                _load_weights(recognizer, _read_checkpoint(best)["state_dict"])
+    save_model(path, recognizer, extra)
+    log.info("wrote %s (%s, dev WER %.2f%% greedy)", path, extra["checkpoint"], extra["dev_wer_greedy"])
     return path

@@ -9,7 +9,7 @@ Layout of one language folder of a release (`data_dir`, e.g. `cv-corpus-17.0-202
 
 The official train/dev/test tables are used as they are (they already keep speakers apart); validated.tsv,
 other.tsv and invalidated.tsv are ignored. `client_id` (an anonymous hash) becomes the speaker. Sentences are
-normalised with `normalize_text`, which keeps letters of any script. Clips that cannot be read are skipped and
+kept as written (the recipe's normaliser, applied at training and scoring, keeps letters of any script). Clips that cannot be read are skipped and
 reported with the reason.
 """
 
@@ -47,8 +47,9 @@ def read_table(tsv: Path, clips: Path, skipped: list[Skipped]) -> list[Utterance
             if not audio.is_file():
                 skip(skipped, where, f"transcript without audio (clips/{name} not found)")
                 continue
-            text = normalize_text(row.get("sentence") or "")
-            if not text:
+            # Kept as written (digits, punctuation): the recipe's normaliser reads it at training and scoring.
+            text = " ".join((row.get("sentence") or "").split())
+            if not normalize_text(text):
                 skip(skipped, where, "empty sentence")
                 continue
             try:

@@ -9,11 +9,14 @@ An utterance with an `offset` field (a Kaldi segment) is the stretch [offset, of
 
 from __future__ import annotations
 
+import functools
 import logging
+import math
 from dataclasses import dataclass
 from typing import Sequence
 
 import torch
+import torchaudio
 from torch import Tensor
 from torch.utils.data import Dataset
 
@@ -44,9 +47,42 @@ def load_utterance(u: Utterance, sample_rate: int) -> Tensor:
 
 
 class SpeechDataset(Dataset):
-    def __init__(self, utts: Sequence[Utterance], tokenizer: CharTokenizer, sample_rate: int):
+    """Utterances -> (index, waveform, token ids). For training, optional waveform augmentation:
+    `speed_perturb` factors (resampling, which changes tempo and pitch together, as Kaldi's sox speed does) and
+    white noise at a random SNR in `noise_snr` = [min, max] dB; drawn from torch's RNG (seeded by Lightning)."""
+
+    def __init__(
+        self,
+        utts: Sequence[Utterance],
+        tokenizer: CharTokenizer,
+        sample_rate: int,
+        speed_perturb: Sequence[float] = (),
+        noise_snr: Sequence[float] = (),
+    ):
         self.utts, self.tokenizer, self.sample_rate = list(utts), tokenizer, sample_rate
         self.tokens = [torch.tensor(tokenizer.encode(u.text), dtype=torch.long) for u in self.utts]
+        self.speed_perturb = [float(f) for f in speed_perturb]
+        if noise_snr and len(noise_snr) != 2:
+            raise ValueError(f"data.noise_snr must be [min_db, max_db], got {list(noise_snr)}")
+        self.noise_snr = [float(x) for x in noise_snr]
+
+    @functools.lru_cache(maxsize=8)
+    def _resampler(self, factor: float) -> torchaudio.transforms.Resample:
+        """The resampling kernel is built once per factor (building it costs more than applying it)."""
+        orig, new = round(self.sample_rate * factor), self.sample_rate
+        g = math.gcd(orig, new)
+        return torchaudio.transforms.Resample(orig // g, new // g)
+
+    def augment(self, wav: Tensor) -> Tensor:
+        if self.speed_perturb:
+            factor = self.speed_perturb[int(torch.randint(len(self.speed_perturb), (1,)))]
+            if factor != 1.0:  # played `factor` times faster: resample from sr * factor down to sr
+                wav = self._resampler(factor)(wav)
+        if self.noise_snr:
+            snr_db = self.noise_snr[0] + float(torch.rand(1)) * (self.noise_snr[1] - self.noise_snr[0])
+            power = wav.pow(2).mean().clamp(min=1e-10)
+            wav = wav + torch.randn_like(wav) * torch.sqrt(power / 10 ** (snr_db / 10))
+        return wav
 
     def __len__(self) -> int:
         return len(self.utts)
@@ -57,7 +93,7 @@ class SpeechDataset(Dataset):
         except AudioError as e:  # a file broken after the start-up check: report it, train on
             log.warning("skipping utterance: %s", e)
             return None
-        return i, wav, self.tokens[i]
+        return i, self.augment(wav), self.tokens[i]
 
 
 def collate(items: list, pad: int) -> Batch | None:

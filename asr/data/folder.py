@@ -5,8 +5,8 @@
     my_corpus/alice/take1.wav + my_corpus/alice/take1.txt ("Turn the lights on.")
     my_corpus/bob/2024/clip.flac + my_corpus/bob/2024/clip.txt
 
-Audio is anything `asr.audio` reads (wav, flac, ogg, opus, mp3, sph, raw). Transcripts are normalised with
-`normalize_text`. With `split="train"` everything goes to that one manifest; otherwise each file is assigned by a
+Audio is anything `asr.audio` reads (wav, flac, ogg, opus, mp3, sph, raw). Transcripts are kept as written
+(normalised at training and scoring). With `split="train"` everything goes to that one manifest; otherwise each file is assigned by a
 hash of its path relative to `data_dir` (`split_by_hash`: deterministic, unaffected by adding other files). The
 speaker is the name of the top-level folder below `data_dir`, when there is one.
 """
@@ -36,8 +36,9 @@ def prepare_folder(
         if not txt.is_file():
             skip(skipped, audio, f"audio without transcript ({txt.name} not found)")
             continue
-        text = normalize_text(txt.read_text(encoding="utf-8", errors="replace"))
-        if not text:
+        # Kept as written: the recipe's normaliser reads digits and punctuation at training and scoring.
+        text = " ".join(txt.read_text(encoding="utf-8", errors="replace").split())
+        if not normalize_text(text):
             skip(skipped, txt, "empty transcript")
             continue
         try:

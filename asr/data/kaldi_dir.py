@@ -6,7 +6,7 @@ Files (each "key value" a line, the key up to the first space):
 
     wav.scp    <recording-id> <path>          a plain file path; command pipes ("sox ... |") and ark offsets are not
                                               supported: those lines are reported and skipped
-    text       <utterance-id> <transcript>    normalised with `normalize_text`
+    text       <utterance-id> <transcript>    kept as written (normalised at training and scoring)
     segments   <utterance-id> <recording-id> <start> <end>    optional; end -1 means the end of the recording
     utt2spk    <utterance-id> <speaker>       optional
 
@@ -23,7 +23,6 @@ from pathlib import Path
 from asr.audio import AudioError
 from asr.data.common import PrepareResult, Skipped, duration_of, finish, skip
 from asr.data.manifest import Utterance
-from asr.text import normalize_text
 
 ARCHIVE = re.compile(r"(\.ark|:\d+(\[[^\]]*\])?)$")  # foo.ark, foo.ark:1234, foo.ark:1234[0:100]
 
@@ -114,7 +113,7 @@ def prepare_kaldi_dir(data_dir: str | Path, out_dir: str | Path, split: str = "t
             elif end > total + 0.01:  # 10 ms slack: segment times are rounded
                 skip(skipped, where, f"segment {utt} ends at {end:.2f} s, after the recording ({total:.2f} s)")
             else:
-                utts.append(Utterance(str(wavs[rec]), min(end, total) - start, normalize_text(texts[utt][0]),
+                utts.append(Utterance(str(wavs[rec]), min(end, total) - start, " ".join(texts[utt][0].split()),
                                       {"id": utt, "offset": round(start, 4), "recording": rec}))
         for utt, (_, lineno) in texts.items():
             if utt not in segments:
@@ -126,7 +125,7 @@ def prepare_kaldi_dir(data_dir: str | Path, out_dir: str | Path, split: str = "t
                 continue
             dur = rec_duration(utt)
             if not isinstance(dur, str):
-                utts.append(Utterance(str(wavs[utt]), dur, normalize_text(value), {"id": utt}))
+                utts.append(Utterance(str(wavs[utt]), dur, " ".join(value.split()), {"id": utt}))
         for rec in wavs:
             if rec not in texts:
                 skip(skipped, wavs[rec], f"audio without transcript ({rec} not in text)")

@@ -32,9 +32,15 @@ class BucketBatchSampler(Sampler[list[int]]):
         self.shuffle, self.seed, self.epoch = shuffle, seed, 0
         self.rank, self.world_size = rank, world_size
         self._cached: tuple[int, list[list[int]]] | None = None
+        self._resume: tuple[int, int] | None = None  # (epoch, batches already trained in it)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
+
+    def resume(self, epoch: int, batches_done: int) -> None:
+        """After a mid-epoch restart: the next pass over `epoch` skips the batches it already trained on.
+        Batch order depends only on (seed, epoch), so the skipped batches are exactly those."""
+        self._resume = (epoch, batches_done)
 
     def _batches(self) -> list[list[int]]:
         if self._cached is None or self._cached[0] != self.epoch:
@@ -66,7 +72,11 @@ class BucketBatchSampler(Sampler[list[int]]):
         return batches
 
     def __iter__(self) -> Iterator[list[int]]:
-        return iter(self._batches())
+        batches = self._batches()
+        if self._resume is not None and self._resume[0] == self.epoch:
+            batches = batches[self._resume[1] :]
+            self._resume = None
+        return iter(batches)
 
     def __len__(self) -> int:
         return len(self._batches())

@@ -83,12 +83,19 @@ class CTCPrefixScorer:
         same = candidates == state.last[:, None]  # (n, c)
         phi[:, same] = r_prev[:, :, 1][:, :, None].expand(frames, n, c)[:, same]
 
-        r = torch.full((frames, n, c, 2), NEG_INF, device=self.x.device)
+        # The recursions r_n[t] = logaddexp(r_n[t-1], phi[t-1]) + x_c[t] and
+        # r_b[t] = logaddexp(r_b[t-1], r_n[t-1]) + x_blank[t] are linear in the probability domain, so they unroll
+        # into cumulative sums plus a log-cumsum-exp over the frame where the path entered: no Python loop over
+        # frames. float64 keeps the large cumulative sums exact enough.
         empty = (state.last < 0)[:, None].expand(n, c)
-        r[0, :, :, 0] = torch.where(empty, x_c[0], torch.full_like(x_c[0], NEG_INF))
-        for t in range(1, frames):
-            r[t, :, :, 0] = torch.logaddexp(r[t - 1, :, :, 0], phi[t - 1]) + x_c[t]
-            r[t, :, :, 1] = torch.logaddexp(r[t - 1, :, :, 0], r[t - 1, :, :, 1]) + x_blank[t, :, None]
+        start_n = torch.where(empty, 0.0, NEG_INF).double()[None]  # (1, n, c): c may start at frame 0 only if g is empty
+        cum_c = x_c.double().cumsum(0)  # (frames, n, c)
+        enter_n = torch.cat([start_n, phi[:-1].double() - cum_c[:-1]], dim=0)
+        r_n = cum_c + torch.logcumsumexp(enter_n, dim=0)
+        cum_b = x_blank.double().cumsum(0)[:, :, None]  # (frames, n, 1)
+        enter_b = torch.cat([torch.full_like(start_n, NEG_INF), r_n[:-1] - cum_b[:-1]], dim=0)
+        r_b = cum_b + torch.logcumsumexp(enter_b, dim=0)
+        r = torch.stack([r_n, r_b], dim=-1).float()  # (frames, n, c, 2)
 
         # psi(g + c) = sum over the frame t where c starts: phi[t-1] * x_c[t] (t = 0 only for an empty g).
         start = torch.cat([r[:1, :, :, 0], phi[:-1] + x_c[1:]], dim=0)  # (frames, n, c)

@@ -7,11 +7,16 @@ Each step feeds only the newest token: the decoder's self-attention keys/values 
 keys/values of the encoder output live in a cache dict, so a step costs O(prefix) instead of re-running the prefix.
 Utterances that are done leave the batch. The output ends at <eos>, or is forced to end at a maximum length tied to
 the input length (`max_len_ratio` tokens per encoder frame), which stops runaway loops.
+
+Beam search can add a token-level language model (shallow fusion): any object with `init_state(rows)`,
+`step(state, last_tokens (rows,)) -> (log_probs (rows, vocab), state)` and `state.select(rows)`, e.g.
+`asr.lm.TransformerLM`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor
@@ -20,10 +25,18 @@ from asr.decoding.ctc import CTCPrefixScorer, CTCState
 from asr.model.transformer import Decoder
 
 
+class FusionLM(Protocol):
+    """What beam search needs of a language model for shallow fusion (rows = hypotheses)."""
+
+    def init_state(self, rows: int) -> Any: ...
+
+    def step(self, state: Any, last: Tensor) -> tuple[Tensor, Any]: ...  # (rows,) -> (rows, vocab) log-probs
+
+
 @dataclass
 class Hypothesis:
     tokens: list[int]  # without <sos>/<eos>
-    score: float  # total log-probability, <eos> included
+    score: float  # total log-probability, <eos> included (with an LM: the fused score)
     norm_score: float  # score / (len + 1) ** length_penalty: what the beam ranks by
 
 
@@ -107,6 +120,8 @@ def beam_search(
     ctc_weight: float = 0.0,
     blank: int = 0,
     banned: tuple[int, ...] = (),
+    lm: FusionLM | None = None,
+    lm_weight: float = 0.0,
 ) -> list[list[Hypothesis]]:
     """Batched beam search: (utterances x beam) rows decode together in one tensor.
 
@@ -114,6 +129,10 @@ def beam_search(
     (1 - ctc_weight) * attention log-prob + ctc_weight * change in CTC prefix score (joint CTC/attention decoding);
     only the 1.5 x beam_size best tokens of each hypothesis by attention are CTC-scored (the pre-beam).
     `banned` tokens (<blank>, <pad>, <sos>, ...) are never emitted.
+
+    With `lm` and 0 < lm_weight (shallow fusion), every extension by token y, <eos> included, also gets
+    lm_weight * log P_lm(y | prefix); with CTC the pre-beam is still chosen by attention alone. The LM state follows
+    the same row reordering and removal as the decoder cache. lm None or lm_weight 0 is the search without an LM.
 
     Each step keeps, per utterance, the `beam_size` best unfinished extensions; extensions ending in <eos> that rank
     within the top `beam_size` are set aside as finished. An utterance is done once `nbest` finished hypotheses
@@ -140,6 +159,11 @@ def beam_search(
     if use_ctc:
         ctc = CTCPrefixScorer(ctc_log_probs.repeat_interleave(k, dim=0), memory_lengths, blank, eos)
         ctc_state = ctc.initial_state()
+    if lm_weight < 0:  # the stopping rule relies on scores only falling as hypotheses grow
+        raise ValueError(f"lm_weight must be >= 0, got {lm_weight}")
+    use_lm = lm is not None and lm_weight > 0
+    if use_lm:
+        lm_state = lm.init_state(batch * k)
     banned_ids = torch.tensor(banned, dtype=torch.long, device=device)
 
     for t in range(int(max_lens.max())):
@@ -155,6 +179,9 @@ def beam_search(
             )
         if use_ctc:
             logp, ctc_psi, ctc_r, ctc_col = _joint_scores(logp, ctc, ctc_state, ctc_weight, k)
+        if use_lm:  # -inf (banned, forced stop, outside the CTC pre-beam) stays -inf
+            lm_logp, lm_state = lm.step(lm_state, tokens[:, -1])  # (n * k, vocab)
+            logp = logp + lm_weight * lm_logp.to(logp.dtype)
         cand = (scores[:, :, None] + logp.view(n, k, vocab)).view(n, k * vocab)
         top_scores, top_idx = cand.topk(min(2 * k, k * vocab), dim=1)  # (n, 2k): enough to refill k unfinished
         src_beam, top_tok = top_idx // vocab, top_idx % vocab
@@ -178,6 +205,8 @@ def beam_search(
         if use_ctc:  # rows whose score is -inf may point at a token outside the pre-beam: any column will do
             cols = ctc_col[rows, new_tokens].clamp(min=0)
             ctc_state = CTCPrefixScorer.advance(ctc_state, ctc_r, ctc_psi, rows, cols, new_tokens)
+        if use_lm:
+            lm_state = lm_state.select(rows)
 
         # Best score an unfinished hypothesis could reach by ending at the next step (all have length t + 1).
         best_open = (scores.max(dim=1).values / (t + 2) ** length_penalty).tolist()
@@ -196,6 +225,8 @@ def beam_search(
             if use_ctc:
                 ctc.select(keep_rows)
                 ctc_state = ctc_state.select(keep_rows)
+            if use_lm:
+                lm_state = lm_state.select(keep_rows)
 
     results = []
     for hyps in finished:

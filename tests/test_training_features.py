@@ -1,0 +1,175 @@
+"""Training features of the recipe: resume mid-epoch, data parallelism, checkpoint averaging, scheduled sampling,
+augmentation."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from asr.config import Config, SpecAugmentConfig
+from asr.data.dataset import SpeechDataset
+from asr.data.manifest import read_manifest
+from asr.data.sampler import BucketBatchSampler
+from asr.features import time_warp
+from asr.text import CharTokenizer
+from asr.training import average_checkpoints
+from conftest import write_tone_config
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _global_step(ckpt: Path) -> int:
+    return int(torch.load(ckpt, map_location="cpu", weights_only=True)["global_step"])
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_mid_epoch_and_finishes(tone_corpus, tmp_path):
+    out = tmp_path / "exp"
+    conf = write_tone_config(tmp_path, tone_corpus)
+    durations = [u.duration for u in read_manifest(tone_corpus["train"])]
+    per_epoch = len(BucketBatchSampler(durations, 1500))
+    epochs = 3
+    args = ["train", "--config", str(conf), f"train.out_dir={out}", f"train.max_epochs={epochs}",
+            "train.checkpoint_every_n_steps=3", "train.average_checkpoints=0"]
+    proc = subprocess.Popen([sys.executable, "-m", "asr.cli", *args], cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    last = out / "checkpoints" / "last.ckpt"
+    killed_at = None
+    deadline = time.time() + 600
+    while proc.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+        try:
+            step = _global_step(last)
+        except Exception:  # not written yet, or being written
+            continue
+        if step > per_epoch and step % per_epoch:  # inside the second epoch or later
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            killed_at = step
+            break
+    assert killed_at is not None, "training finished before it could be interrupted"
+    assert not (out / "model.pt").exists()
+
+    from asr.cli import main
+
+    assert main([*args, "--resume"]) == 0
+    # Every batch of every epoch was trained exactly once across the two runs: no epoch restarted from scratch.
+    assert _global_step(last) == epochs * per_epoch
+    assert (out / "model.pt").is_file()
+
+
+DDP_SCRIPT = textwrap.dedent('''
+    import json, sys, hashlib
+    import lightning as L
+    import torch
+    sys.path.insert(0, {tests!r})
+    from conftest import TINY_OVERRIDES
+    from asr.config import load_config
+    from asr.training import train
+
+    class Record(L.Callback):
+        def __init__(self):
+            self.seen = []
+        def on_train_batch_start(self, trainer, module, batch, batch_idx):
+            self.seen += batch.indices.tolist()
+        def on_train_end(self, trainer, module):
+            h = hashlib.sha256()
+            for p in module.parameters():
+                h.update(p.detach().cpu().numpy().tobytes())
+            with open(f"{out}/rank{{trainer.global_rank}}.json", "w") as f:
+                json.dump({{"seen": self.seen, "weights": h.hexdigest(), "world": trainer.world_size}}, f)
+
+    cfg = load_config(None, TINY_OVERRIDES + [
+        "data.train_manifest={train}", "data.dev_manifest={dev}", "train.out_dir={out}", "train.max_epochs=1",
+        "train.accelerator=cpu", "train.devices=2", "train.strategy=ddp", "train.num_threads=1",
+        "train.average_checkpoints=0", "train.attention_plots=0"])
+    train(cfg, extra_callbacks=(Record(),))
+''')
+
+
+@pytest.mark.slow
+def test_ddp_two_cpu_processes(tone_corpus, tmp_path):
+    script = tmp_path / "ddp_run.py"
+    script.write_text(DDP_SCRIPT.format(tests=str(ROOT / "tests"), out=str(tmp_path), train=tone_corpus["train"],
+                                        dev=tone_corpus["dev"]))
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    result = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    r0, r1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
+    assert r0["world"] == r1["world"] == 2
+    assert r0["seen"] and r1["seen"] and not set(r0["seen"]) & set(r1["seen"])  # each rank its own data
+    assert r0["weights"] == r1["weights"]  # gradients were all-reduced: the replicas stayed identical
+    assert (tmp_path / "model.pt").is_file()
+
+
+def test_sampler_resume_skips_trained_batches():
+    durations = [0.5 + 0.01 * i for i in range(100)]
+    sampler = BucketBatchSampler(durations, max_frames=600, seed=3)
+    sampler.set_epoch(2)
+    full = list(sampler)
+    sampler.resume(2, 4)
+    assert list(sampler) == full[4:]
+    assert list(sampler) == full  # only the first pass after the restart skips
+    ranks = [BucketBatchSampler(durations, 600, seed=3, rank=r, world_size=2) for r in (0, 1)]
+    a, b = (sum(list(s), []) for s in ranks)
+    assert not set(a) & set(b) and len(list(ranks[0])) == len(list(ranks[1]))
+
+
+def test_average_checkpoints(tmp_path):
+    paths = []
+    for i in range(3):
+        p = tmp_path / f"{i}.ckpt"
+        torch.save({"state_dict": {"model.w": torch.full((2,), float(i)), "model.n": torch.tensor(i)}}, p)
+        paths.append(p)
+    avg = average_checkpoints(paths)
+    assert torch.allclose(avg["model.w"], torch.ones(2)) and int(avg["model.n"]) == 2
+
+
+def test_scheduled_sampling_mixes_predictions():
+    from asr.recognizer import Recognizer
+    from asr.training import ASRModule
+
+    cfg = Config()
+    cfg.model.d_model, cfg.model.d_ff, cfg.model.n_encoder_layers, cfg.model.n_decoder_layers = 32, 64, 1, 1
+    module = ASRModule(cfg, Recognizer(cfg, CharTokenizer.build(["abc"]))).eval()  # no dropout: comparable passes
+    tok = module.model.tokenizer
+    ys_in = torch.tensor([[tok.sos, 7, 8, 9, tok.pad]])
+    memory, lengths = torch.randn(1, 10, 32), torch.tensor([10])
+    same = module._scheduled_sampling(ys_in, memory, lengths, torch.tensor([4]), p=0.0)
+    assert torch.equal(same, ys_in)
+    pred = module.model.network.decoder(ys_in, memory, lengths, torch.tensor([4]))[0].argmax(-1)
+    swapped = module._scheduled_sampling(ys_in, memory, lengths, torch.tensor([4]), p=1.0)
+    assert swapped[0, 0] == tok.sos and swapped[0, 4] == tok.pad  # <sos> and padding stay
+    assert torch.equal(swapped[0, 1:4], pred[0, 0:3])  # each input is the prediction for its position
+
+
+def test_speed_perturbation_and_noise():
+    tok = CharTokenizer.build(["a"])
+    wav = torch.sin(torch.arange(16000) * 0.05)
+    fast = SpeechDataset([], tok, 16000, speed_perturb=[1.1])
+    slow = SpeechDataset([], tok, 16000, speed_perturb=[0.9])
+    assert abs(fast.augment(wav).numel() - 16000 / 1.1) < 5 and abs(slow.augment(wav).numel() - 16000 / 0.9) < 5
+    noisy = SpeechDataset([], tok, 16000, noise_snr=[10, 10]).augment(wav)
+    snr = 10 * torch.log10(wav.pow(2).mean() / (noisy - wav).pow(2).mean())
+    assert abs(float(snr) - 10) < 0.5
+    with pytest.raises(ValueError, match="noise_snr"):
+        SpeechDataset([], tok, 16000, noise_snr=[10])
+
+
+def test_time_warp_keeps_length_and_content_range():
+    torch.manual_seed(0)
+    feats = torch.arange(50, dtype=torch.float32)[None, :, None].repeat(2, 1, 3)
+    lengths = torch.tensor([50, 30])
+    warped = time_warp(feats, lengths, max_warp=5)
+    assert warped.shape == feats.shape
+    assert torch.equal(warped[1, 30:], feats[1, 30:])  # padding untouched
+    assert torch.all(warped[0, 1:, 0] >= warped[0, :-1, 0] - 1e-5)  # still monotonic: a warp, not a shuffle
+    assert SpecAugmentConfig().time_warp == 0
