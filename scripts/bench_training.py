@@ -48,9 +48,11 @@ def main(argv: list[str] | None = None) -> None:
     rec = Recognizer(cfg, tok)
     compute_cmvn(rec, utts[:300])
     module = ASRModule(cfg, rec)
-    dataset = SpeechDataset(utts, tok, cfg.features.sample_rate)
+    dataset = SpeechDataset(utts, tok, cfg.features.sample_rate, cfg.data.speed_perturb, cfg.data.noise_snr)
     sampler = BucketBatchSampler([u.duration for u in utts], cfg.data.max_frames_per_batch, cfg.data.max_batch_size)
+    start = time.perf_counter()  # data loading: read + (augment) + pad, as the DataLoader does in the main process
     batches = [collate([dataset[i] for i in b], tok.pad) for _, b in zip(range(args.steps + 3), sampler)]
+    load_s = (time.perf_counter() - start) / len(batches)
     audio_s = sum(float(b.wav_lengths.sum()) for b in batches[3:]) / cfg.features.sample_rate
     n_params = sum(p.numel() for p in rec.network.parameters())
     print(f"model {n_params / 1e6:.2f} M parameters, {args.steps} steps, {audio_s:.0f} audio-s, "
@@ -81,6 +83,7 @@ def main(argv: list[str] | None = None) -> None:
             stages[k] += dt
     plain = time.perf_counter() - start - stages["features"]  # without the extra timing pass
     print(f"plain PyTorch loop: {audio_s / plain:7.1f} audio-s/s  ({plain:.1f} s)")
+    print(f"  data loading: {1000 * load_s:.1f} ms per batch = {100 * load_s / (plain / args.steps):.1f}% of a step")
     train_time = sum(v for k, v in stages.items() if k != "features")
     print(f"  features {100 * stages['features'] / train_time:.0f}% of a step; "
           + ", ".join(f"{k} {100 * v / train_time:.0f}%" for k, v in stages.items() if k != "features"))
