@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 import warnings
 from pathlib import Path
@@ -147,6 +148,7 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
         raise ValueError(f"--device {args.device}: CUDA is not available here (use --device cpu)")
     rec = load_model(args.model, device=args.device)
     _attach_lm(rec, args)
+    _set_decoder(rec, args)
     sr = rec.cfg.features.sample_rate
     items, failed = _transcribe_inputs(args.audio)
     out_dir = Path(args.out_dir) if args.out_dir else None
@@ -194,25 +196,46 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from asr.evaluation import evaluate, write_hypotheses
+    from asr.evaluation import evaluate
     from asr.recognizer import load_model
 
     rec = load_model(args.model, device=args.device)
     lm_weight = _attach_lm(rec, args)
+    if _set_decoder(rec, args):
+        result = evaluate(rec, args.manifest, batch_size=args.batch_size)
+        name = f"{Path(args.manifest).stem}_" + re.sub(r"[^\w.-]+", "_", args.decoder)
+        return _report_evaluation(args, result, name, args.decoder)
     beam = rec.cfg.decode.beam_size if args.beam_size is None else args.beam_size
     ctc_weight = rec.decode_ctc_weight if args.ctc_weight is None else args.ctc_weight
     result = evaluate(rec, args.manifest, beam_size=beam, batch_size=args.batch_size, ctc_weight=ctc_weight)
-    r = result.rates
     searched = beam > 1 or lm_weight > 0  # with an LM, beam 1 is a beam search too (greedy has no fusion)
     name = f"{Path(args.manifest).stem}_beam{beam}" + (f"_ctc{ctc_weight:g}" if searched and ctc_weight > 0 else "")
     name += f"_lm{lm_weight:g}" if lm_weight > 0 else ""
-    out = Path(args.out) if args.out else Path(args.model).parent / "decode" / f"{name}.jsonl"
-    write_hypotheses(out, result)
     decoder = f"beam {beam}" if searched else "greedy attention"
     if searched:
         decoder += f", CTC weight {ctc_weight:g}" if ctc_weight > 0 else ", attention only"
     if lm_weight > 0:
         decoder += f", LM {args.lm} weight {lm_weight:g}"
+    return _report_evaluation(args, result, name, decoder)
+
+
+def _set_decoder(rec, args: argparse.Namespace) -> bool:
+    """--decoder NAME: a named setup (ctc, nat-length, nat-max, mask-ctc, ...) replaces attention search."""
+    if not getattr(args, "decoder", None):
+        return False
+    from asr.decoding.setups import parse_decoder
+
+    parse_decoder(args.decoder).check(rec)  # unknown names and models that can't run it fail before any work
+    rec.cfg.decode.decoder = args.decoder
+    return True
+
+
+def _report_evaluation(args: argparse.Namespace, result, name: str, decoder: str) -> int:
+    from asr.evaluation import write_hypotheses
+
+    r = result.rates
+    out = Path(args.out) if args.out else Path(args.model).parent / "decode" / f"{name}.jsonl"
+    write_hypotheses(out, result)
     print(f"{args.manifest}: {r.sentences} utterances, {decoder}")
     print(f"text normalisation (references and hypotheses): {result.normalizer.name}: {result.normalizer.description}")
     print(f"WER {r.wer:.2f}%  CER {r.cer:.2f}%  (substitutions {r.substitutions}, deletions {r.deletions}, "
@@ -326,6 +349,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--model", required=True)
     tr.add_argument("--beam-size", type=int, default=None, help="1 = greedy (default: the model's decode config)")
     tr.add_argument("--ctc-weight", type=float, default=None, help="joint CTC/attention weight for beam search")
+    tr.add_argument("--decoder", default=None, help="a named decoding setup instead of attention search: "
+                    "ctc, nat-length, nat-max, mask-ctc[:iterations=N] (see asr benchmark --help)")
     tr.add_argument("--batch-size", type=int, default=None, help="chunks decoded at once (default: the model's)")
     tr.add_argument("--max-chunk-seconds", type=float, default=None, help="longest chunk decoded at once (default 20)")
     tr.add_argument("--format", choices=["txt", "json", "srt", "vtt"], default="txt",
@@ -341,6 +366,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--manifest", required=True)
     e.add_argument("--beam-size", type=int, default=None, help="1 = greedy (default: the model's decode config)")
     e.add_argument("--ctc-weight", type=float, default=None, help="joint CTC/attention weight for beam search")
+    e.add_argument("--decoder", default=None, help="a named decoding setup instead of attention search: "
+                   "ctc, nat-length, nat-max, mask-ctc[:iterations=N]")
     e.add_argument("--batch-size", type=int, default=None)
     e.add_argument("--out", default=None, help="hypotheses JSONL (default: next to the model, in decode/)")
     e.add_argument("--device", default="cpu")

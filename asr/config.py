@@ -65,6 +65,8 @@ class ModelConfig:
     n_encoder_layers: int = 6
     n_decoder_layers: int = 3
     conv_channels: int = 64  # conv subsampling width; d_model-wide convs cost more than the whole Transformer
+    nat_decoder_layers: int = 0  # non-autoregressive decoder head (asr/model/nat.py); 0 = none
+    nat_max_length: int = 400  # the NAT length classifier's largest token count
     dropout: float = 0.1
     attn_dropout: float = 0.0  # on attention weights; > 0 sends CPU attention to a ~10x slower kernel
     # Set from the data at training time; stored so a model file rebuilds the same network.
@@ -89,6 +91,8 @@ class LossConfig:
     scheduled_sampling: float = 0.0
     scheduled_sampling_start: int = 0
     scheduled_sampling_ramp: int = 5
+    nat_weight: float = 0.0  # weight of the non-autoregressive head's loss (needs model.nat_decoder_layers > 0)
+    nat_length_weight: float = 0.1  # weight of its length classifier's loss
 
 
 @dataclass
@@ -137,6 +141,9 @@ class DecodeConfig:
     ctc_weight: float = 0.3  # joint CTC/attention beam search (used when the model was trained with CTC)
     lm_weight: float = 0.0  # shallow fusion weight of an attached LM (asr.lm) when none is given with it
     batch_size: int = 32
+    # A named decoding setup (asr/decoding/setups.py: "ctc", "nat-length", "nat-max", "mask-ctc:iterations=5", ...)
+    # instead of attention search; "" = beam search of beam_size (greedy when 1).
+    decoder: str = ""
 
 
 @dataclass

@@ -32,6 +32,7 @@ from torch import Tensor, nn
 
 from asr.config import ConfigError, from_dict
 from asr.model.layers import Dropout, FeedForward, MultiHeadAttention, PositionalEncoding
+from asr.model_file import read_file, write_file
 from asr.text import tokenizer_from_dict
 
 log = logging.getLogger("asr")
@@ -285,8 +286,6 @@ def train_lm(
 
 def save_lm(path: str | Path, lm: TransformerLM, extra: dict | None = None) -> Path:
     """Write the LM file: a plain dict (format tag, config, tokenizer vocabulary, weights)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     blob = {
         "format": LM_FORMAT,
         "config": asdict(lm.cfg),
@@ -294,22 +293,11 @@ def save_lm(path: str | Path, lm: TransformerLM, extra: dict | None = None) -> P
         "state_dict": {k: v.detach().cpu() for k, v in lm.state_dict().items()},
         "extra": extra or {},
     }
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(blob, tmp)
-    tmp.replace(path)  # atomic: an interrupted save never leaves a half-written file
-    return path
+    return write_file(path, blob)
 
 
 def load_lm(path: str | Path, device: str | torch.device = "cpu") -> TransformerLM:
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: LM file not found")
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise ValueError(f"{path}: not a readable LM file ({e})") from None
-    if not isinstance(blob, dict) or blob.get("format") != LM_FORMAT:
-        raise ValueError(f"{path}: not a {LM_FORMAT} LM file (an ASR model file goes to --model, an LM to --lm)")
+    blob = read_file(path, LM_FORMAT, "LM", " (an ASR model file goes to --model, an LM to --lm)")
     try:
         cfg = from_dict(LMConfig, blob["config"], "lm")
     except ConfigError as e:

@@ -30,6 +30,7 @@ from asr.config import Config, config_from_dict
 from asr.decoding import beam_search, greedy_search
 from asr.features import GlobalCMVN, make_frontend
 from asr.model import SpeechTransformer
+from asr.model_file import read_file, write_file
 from asr.segment import MAX_CHUNK_SECONDS, split_on_pauses
 from asr.text import CharTokenizer, tokenizer_from_dict
 from asr.transcript import TimedText, Transcript
@@ -95,6 +96,7 @@ class Recognizer(nn.Module):
         nbest: int = 1,
         ctc_weight: float | None = None,
         with_scores: bool = False,
+        decoder: str | None = None,
     ) -> list[str] | list[tuple[str, float]] | list[list[tuple[str, float]]]:
         """Padded waveforms -> text (one string each), or n-best (text, score) lists when nbest > 1, or the best
         (text, score) of each with `with_scores`. A score is the hypothesis log-probability, <eos> included
@@ -102,8 +104,13 @@ class Recognizer(nn.Module):
 
         beam_size 1 is greedy attention decoding (the fast path); larger beams use joint CTC/attention scoring
         with `ctc_weight` (default: the config's) when the model was trained with CTC. An attached LM with a
-        weight > 0 is fused into beam search, and then beam_size 1 is a beam search of width 1."""
+        weight > 0 is fused into beam search, and then beam_size 1 is a beam search of width 1.
+        `decoder` (default: cfg.decode.decoder) names another setup, e.g. "nat-length" or "mask-ctc"; its score
+        is the attention decoder's log-probability of the text it found."""
         dec = self.cfg.decode
+        decoder = dec.decoder if decoder is None else decoder
+        if decoder:
+            return self._recognize_with(decoder, wavs, lengths, with_scores)
         beam_size = dec.beam_size if beam_size is None else beam_size
         ctc_weight = self.decode_ctc_weight if ctc_weight is None else ctc_weight
         feats, feat_lengths = self.features(wavs, lengths)
@@ -129,6 +136,19 @@ class Recognizer(nn.Module):
         if nbest == 1:
             return [tok.decode(h[0].tokens) if h else "" for h in hyps]
         return [[(tok.decode(h.tokens), h.score) for h in hs] for hs in hyps]
+
+    def _recognize_with(self, decoder: str, wavs: Tensor, lengths: Tensor, with_scores: bool) -> list:
+        from asr.decoding.setups import parse_decoder
+
+        setup = parse_decoder(decoder)
+        setup.check(self)
+        texts = setup.run(self, wavs, lengths)
+        if not with_scores:
+            return texts
+        feats, feat_lengths = self.features(wavs, lengths)
+        memory, memory_lengths = self.network.encoder(feats, feat_lengths)
+        scores = self.sequence_log_probs(memory, memory_lengths, [self.tokenizer.encode(t) for t in texts])
+        return list(zip(texts, scores))
 
     def sequence_log_probs(self, memory: Tensor, memory_lengths: Tensor, seqs: list[list[int]]) -> list[float]:
         """log P(seq <eos> | audio) under the attention decoder, for each row's token ids (no <sos>/<eos>)."""
@@ -243,8 +263,6 @@ def pad_waveforms(wavs: list[Tensor]) -> tuple[Tensor, Tensor]:
 
 def save_model(path: str | Path, recognizer: Recognizer, extra: dict | None = None) -> Path:
     """Write the self-contained model file (weights, CMVN, config, tokenizer)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu() for k, v in recognizer.state_dict().items()}
     blob = {
         "format": MODEL_FORMAT,
@@ -253,22 +271,11 @@ def save_model(path: str | Path, recognizer: Recognizer, extra: dict | None = No
         "state_dict": state,
         "extra": extra or {},
     }
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(blob, tmp)
-    tmp.replace(path)  # atomic: an interrupted save never leaves a half-written model
-    return path
+    return write_file(path, blob)
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> Recognizer:
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: model file not found")
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise ValueError(f"{path}: not a readable model file ({e})") from None
-    if not isinstance(blob, dict) or blob.get("format") != MODEL_FORMAT:
-        raise ValueError(f"{path}: not a {MODEL_FORMAT} model file")
+    blob = read_file(path, MODEL_FORMAT, "model")
     rec = Recognizer(config_from_dict(blob["config"], strict=False), tokenizer_from_dict(blob["tokenizer"]))
     rec.load_state_dict(blob["state_dict"])
     return rec.to(device).eval()

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
+import torch.nn.functional as F
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from torch import Tensor
@@ -33,6 +34,7 @@ from asr.data.dataset import Batch, SpeechDataset, collate, load_split, load_utt
 from asr.data.manifest import Utterance
 from asr.data.sampler import BucketBatchSampler
 from asr.decoding import greedy_search
+from asr.decoding.search import max_output_lengths
 from asr.features import CMVNStats, SpecAugment
 from asr.metrics import error_rates
 from asr.model import ctc_loss, guided_attention_loss, label_smoothed_nll
@@ -146,6 +148,12 @@ class ASRModule(L.LightningModule):
             ctc = ctc_loss(net.ctc(memory), memory_lengths, batch.tokens, batch.token_lengths, tok.blank)
             loss = (1 - lc.ctc_weight) * att_loss + lc.ctc_weight * ctc
             stats["ctc_loss"] = ctc
+        if lc.nat_weight > 0:
+            if net.nat is None:
+                raise ValueError("loss.nat_weight > 0 needs a non-autoregressive head: set model.nat_decoder_layers")
+            nat, length = self._nat_losses(batch, memory, memory_lengths)
+            loss = loss + lc.nat_weight * (nat + lc.nat_length_weight * length)
+            stats.update(nat_loss=nat, nat_length_loss=length)
         if guide:
             ga = torch.stack([
                 guided_attention_loss(a, out_lengths, memory_lengths, lc.guided_attn_sigma, lc.guided_attn_heads)
@@ -154,6 +162,38 @@ class ASRModule(L.LightningModule):
             loss = loss + self._guided_weight() * ga
             stats["guided_attn_loss"] = ga
         return loss, memory, memory_lengths, stats
+
+    def _nat_losses(self, batch: Batch, memory: Tensor, memory_lengths: Tensor) -> tuple[Tensor, Tensor]:
+        """The NAT head's loss on a mix of its three uses, so one head serves every NAT decoder:
+        - `nat-length` rows: the true length, every position a placeholder (<sos>): predict all tokens at once;
+        - refinement rows (Mask-Predict / Mask-CTC): the true length, a random number of positions hidden;
+        - `nat-max` rows: a length tied to the input, all placeholders: tokens, then <eos>, the rest ignored.
+        Plus the length classifier's cross-entropy on the true token count."""
+        tok, nat = self.model.tokenizer, self.model.network.nat
+        lengths = batch.token_lengths
+        max_lens = torch.maximum(max_output_lengths(memory_lengths, self.cfg.decode.max_len_ratio), lengths + 1)
+        mode = torch.randint(0, 3, (len(lengths),)).tolist()  # 0 all hidden, 1 some hidden, 2 max length
+        rows = [int(max_lens[i]) if m == 2 else int(lengths[i]) for i, m in enumerate(mode)]
+        width = max(max(rows), 1)
+        inputs = torch.full((len(rows), width), tok.pad, dtype=torch.long, device=memory.device)
+        targets = torch.full_like(inputs, tok.pad)  # pad = ignored by the loss
+        for i, (m, n, row) in enumerate(zip(mode, lengths.tolist(), rows)):
+            y = batch.tokens[i, :n]
+            if m == 1 and n > 0:
+                hide = torch.randperm(n, device=memory.device)[: int(torch.randint(1, n + 1, (1,)))]
+                inputs[i, :n] = y
+                inputs[i, hide] = tok.sos
+                targets[i, hide] = y[hide]
+            else:
+                inputs[i, :row] = tok.sos
+                targets[i, :n] = y
+                if m == 2:
+                    targets[i, n] = tok.eos
+        logits = nat(inputs, torch.tensor(rows, device=memory.device), memory, memory_lengths)
+        nat_loss = label_smoothed_nll(logits, targets, tok.pad, self.cfg.loss.label_smoothing)
+        length_loss = F.cross_entropy(nat.length_logits(memory, memory_lengths).float(),
+                                      lengths.clamp(max=nat.max_length))
+        return nat_loss, length_loss
 
     def _sampling_prob(self) -> float:
         lc = self.cfg.loss

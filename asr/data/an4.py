@@ -24,8 +24,7 @@ import re
 from pathlib import Path
 from typing import Sequence
 
-from asr.audio import AudioError
-from asr.data.common import PrepareResult, Skipped, duration_of, find_root, finish, skip
+from asr.data.common import PrepareResult, Skipped, duration_or_skip, find_root, finish, skip
 from asr.data.manifest import Utterance
 from asr.text import normalize_text
 
@@ -88,10 +87,8 @@ def read_part(root: Path, part: str, skipped: list[Skipped]) -> list[Utterance]:
         if not text:
             skip(skipped, audio, "empty transcript")
             continue
-        try:
-            duration = duration_of(audio)
-        except AudioError as e:
-            skip(skipped, audio, str(e).removeprefix(f"{audio}: "))
+        duration = duration_or_skip(audio, skipped)
+        if duration is None:
             continue
         speaker = Path(rel).parent.name or speaker_of(utt_id)
         utts.append(Utterance(str(audio), duration, text, {"id": utt_id, "speaker": speaker}))

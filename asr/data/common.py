@@ -64,6 +64,15 @@ def duration_of(path: str | Path) -> float:
     return frames / sr
 
 
+def duration_or_skip(audio: Path, skipped: list["Skipped"]) -> float | None:
+    """`duration_of`, or None after recording why the file is skipped (an unreadable or empty file)."""
+    try:
+        return duration_of(audio)
+    except AudioError as e:
+        skip(skipped, audio, str(e).removeprefix(f"{audio}: "))
+        return None
+
+
 def split_by_hash(key: str, dev: float = 0.1, test: float = 0.1) -> str:
     """A split for `key` from its SHA-256: the same key always lands in the same split, whatever else is in the
     corpus, so adding files never moves existing ones between train and test."""

@@ -20,8 +20,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from asr.audio import AudioError
-from asr.data.common import PrepareResult, Skipped, duration_of, find_root, finish, skip
+from asr.data.common import PrepareResult, Skipped, duration_or_skip, find_root, finish, skip
 from asr.data.manifest import Utterance
 from asr.text import normalize_text
 
@@ -52,10 +51,8 @@ def read_table(tsv: Path, clips: Path, skipped: list[Skipped]) -> list[Utterance
             if not normalize_text(text):
                 skip(skipped, where, "empty sentence")
                 continue
-            try:
-                duration = duration_of(audio)
-            except AudioError as e:
-                skip(skipped, audio, str(e).removeprefix(f"{audio}: "))
+            duration = duration_or_skip(audio, skipped)
+            if duration is None:
                 continue
             extra = {"id": Path(name).stem, "speaker": row["client_id"]}
             for key in ("locale", "gender", "accents"):  # useful for per-group WER; absent in some releases

@@ -15,8 +15,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from asr.audio import AudioError
-from asr.data.common import AUDIO_EXTENSIONS, PrepareResult, Skipped, duration_of, finish, skip, split_by_hash
+from asr.data.common import AUDIO_EXTENSIONS, PrepareResult, Skipped, duration_or_skip, finish, skip, split_by_hash
 from asr.data.manifest import Utterance
 from asr.text import normalize_text
 
@@ -41,10 +40,8 @@ def prepare_folder(
         if not normalize_text(text):
             skip(skipped, txt, "empty transcript")
             continue
-        try:
-            duration = duration_of(audio)
-        except AudioError as e:
-            skip(skipped, audio, str(e).removeprefix(f"{audio}: "))
+        duration = duration_or_skip(audio, skipped)
+        if duration is None:
             continue
         rel = audio.relative_to(root)
         extra = {"id": rel.with_suffix("").as_posix().replace("/", "-")}

@@ -20,8 +20,7 @@ import re
 from pathlib import Path
 from typing import Sequence
 
-from asr.audio import AudioError
-from asr.data.common import PrepareResult, Skipped, duration_of, find_root, finish, skip
+from asr.data.common import PrepareResult, Skipped, duration_or_skip, find_root, finish, skip
 from asr.data.manifest import Utterance
 from asr.text import normalize_text
 
@@ -60,10 +59,8 @@ def read_subset(subset_dir: Path, skipped: list[Skipped]) -> list[Utterance]:
             if not text:
                 skip(skipped, f"{trans}:{lineno}", "empty transcript")
                 continue
-            try:
-                duration = duration_of(audio)
-            except AudioError as e:
-                skip(skipped, audio, str(e).removeprefix(f"{audio}: "))
+            duration = duration_or_skip(audio, skipped)
+            if duration is None:
                 continue
             extra = {"id": utt_id, "speaker": speaker, "chapter": chapter_dir.name, "subset": subset_dir.name}
             utts.append(Utterance(str(audio), duration, text, extra))

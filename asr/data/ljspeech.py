@@ -19,8 +19,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from asr.audio import AudioError
-from asr.data.common import PrepareResult, Skipped, duration_of, find_root, finish, skip
+from asr.data.common import PrepareResult, Skipped, duration_or_skip, find_root, finish, skip
 from asr.data.manifest import Utterance
 from asr.text import normalize_text
 
@@ -52,10 +51,8 @@ def prepare_ljspeech(data_dir: str | Path, out_dir: str | Path, n_dev: int = 250
             if not text:
                 skip(skipped, where, "empty transcript")
                 continue
-            try:
-                duration = duration_of(audio)
-            except AudioError as e:
-                skip(skipped, audio, str(e).removeprefix(f"{audio}: "))
+            duration = duration_or_skip(audio, skipped)
+            if duration is None:
                 continue
             utts.append(Utterance(str(audio), duration, text, {"id": utt_id, "speaker": "LJ"}))
     for audio in sorted((root / "wavs").glob("*.wav")):

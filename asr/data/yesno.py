@@ -12,8 +12,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from asr.audio import AudioError
-from asr.data.common import PrepareResult, Skipped, duration_of, find_root, finish, skip, split_by_hash
+from asr.data.common import PrepareResult, Skipped, duration_or_skip, find_root, finish, skip, split_by_hash
 from asr.data.manifest import Utterance
 
 NAME = re.compile(r"^[01](_[01])+$")
@@ -28,10 +27,8 @@ def prepare_yesno(data_dir: str | Path, out_dir: str | Path, dev: float = 0.1, t
         if not NAME.match(audio.stem):
             skip(skipped, audio, "name does not spell the words (expected e.g. 0_1_0_0_1_0_1_1.wav)")
             continue
-        try:
-            duration = duration_of(audio)
-        except AudioError as e:
-            skip(skipped, audio, str(e).removeprefix(f"{audio}: "))
+        duration = duration_or_skip(audio, skipped)
+        if duration is None:
             continue
         text = " ".join(WORDS[c] for c in audio.stem.split("_"))
         split = split_by_hash(audio.stem, dev=dev, test=test)

@@ -193,7 +193,7 @@ def _check_routes(recognizer: "Recognizer", params: dict) -> None:
 def _run_attention(recognizer: "Recognizer", wavs: "Tensor", lengths: "Tensor", params: dict) -> list[str]:
     kwargs, overrides, lm_weight = _routes(recognizer, params)
     with _decode_settings(recognizer, overrides, lm_weight):
-        return recognizer.recognize(wavs, lengths, **kwargs)
+        return recognizer.recognize(wavs, lengths, **kwargs, decoder="")  # "": attention search itself
 
 
 def _run_greedy(recognizer: "Recognizer", wavs: "Tensor", lengths: "Tensor", params: dict) -> list[str]:
@@ -226,3 +226,57 @@ register(DecoderKind(
     size_param="beam_size", check=_check_routes,
 ))
 register(DecoderKind("ctc", _run_ctc, {}, "CTC best path (greedy) on the CTC head", check=_check_ctc))
+
+
+def _check_nat(recognizer: "Recognizer", params: dict) -> None:
+    if recognizer.network.nat is None or recognizer.cfg.loss.nat_weight <= 0:
+        raise ValueError("this model has no trained non-autoregressive head (model.nat_decoder_layers, loss.nat_weight)")
+    if params.get("length_from", "classifier") not in ("classifier", "ctc"):
+        raise ValueError("length_from must be classifier or ctc")
+
+
+def _check_mask_ctc(recognizer: "Recognizer", params: dict) -> None:
+    _check_nat(recognizer, {})
+    _check_ctc(recognizer, params)
+
+
+def _nat_runner(decode: Callable) -> Runner:
+    def run(recognizer: "Recognizer", wavs: "Tensor", lengths: "Tensor", params: dict) -> list[str]:
+        import torch
+
+        with torch.no_grad():
+            feats, feat_lengths = recognizer.features(wavs, lengths)
+            memory, memory_lengths = recognizer.network.encoder(feats, feat_lengths)
+            out = decode(recognizer, memory, memory_lengths, params)
+        return [recognizer.tokenizer.decode(seq) for seq, _ in out]
+
+    return run
+
+
+def _nat_length(rec: "Recognizer", memory: "Tensor", lengths: "Tensor", params: dict) -> list:
+    from asr.decoding.nat import nat_length
+
+    return nat_length(rec.network, memory, lengths, rec.tokenizer, params.get("length_from", "classifier"))
+
+
+def _nat_max(rec: "Recognizer", memory: "Tensor", lengths: "Tensor", params: dict) -> list:
+    from asr.decoding.nat import nat_max
+
+    return nat_max(rec.network, memory, lengths, rec.tokenizer, params.get("max_len_ratio", rec.cfg.decode.max_len_ratio))
+
+
+def _mask_ctc(rec: "Recognizer", memory: "Tensor", lengths: "Tensor", params: dict) -> list:
+    from asr.decoding.nat import mask_ctc
+
+    return mask_ctc(rec.network, memory, lengths, rec.tokenizer, params.get("threshold", 0.99),
+                    params.get("iterations", 3))
+
+
+register(DecoderKind("nat-length", _nat_runner(_nat_length), {"length_from": str},
+                     "non-autoregressive, one pass; length from the length classifier (length_from=ctc: from the "
+                     "CTC best path)", check=_check_nat))
+register(DecoderKind("nat-max", _nat_runner(_nat_max), {"max_len_ratio": float},
+                     "non-autoregressive, one pass over the maximum length; ends at the first <eos>", check=_check_nat))
+register(DecoderKind("mask-ctc", _nat_runner(_mask_ctc), {"threshold": float, "iterations": int},
+                     "Mask-CTC: CTC draft, low-confidence tokens re-predicted in parallel passes",
+                     check=_check_mask_ctc))

@@ -134,6 +134,12 @@ class SpeechTransformer(nn.Module):
         self.encoder = Encoder(cfg)
         self.decoder = Decoder(cfg)
         self.ctc = nn.Linear(cfg.d_model, cfg.vocab_size)  # frame-level token posteriors for joint CTC
+        if cfg.nat_decoder_layers > 0:
+            from asr.model.nat import NATDecoder  # nat.py builds on the layers defined here
+
+            self.nat = NATDecoder(cfg)
+        else:
+            self.nat = None
 
     def forward(
         self, feats: Tensor, feat_lengths: Tensor, tokens: Tensor, token_lengths: Tensor, need_weights: bool = False

@@ -1,0 +1,76 @@
+"""The non-autoregressive head learns the tone task; its three decoders and the CLI."""
+
+import pytest
+import torch
+
+from asr.cli import main
+from asr.config import load_config
+from asr.decoding.nat import mask_ctc, nat_length, nat_max
+from asr.evaluation import evaluate
+from asr.model.nat import placeholder_rows
+from asr.recognizer import load_model
+from conftest import TINY_OVERRIDES
+
+
+@pytest.fixture(scope="session")
+def tone_nat_model(tone_corpus, tmp_path_factory):
+    from asr.training import train
+
+    out = tmp_path_factory.mktemp("tone_nat")
+    cfg = load_config(None, TINY_OVERRIDES + [
+        f"data.train_manifest={tone_corpus['train']}", f"data.dev_manifest={tone_corpus['dev']}",
+        f"train.out_dir={out}", "train.max_epochs=20", "model.nat_decoder_layers=2", "loss.nat_weight=1.0",
+        "loss.nat_length_weight=0.3", "train.attention_plots=0",
+    ])
+    return train(cfg)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("decoder", ["nat-length", "nat-length:length_from=ctc", "nat-max", "mask-ctc"])
+def test_nat_decoders_learn_the_tone_task(tone_nat_model, tone_corpus, decoder):
+    rec = load_model(tone_nat_model)
+    rec.cfg.decode.decoder = decoder
+    result = evaluate(rec, tone_corpus["test"])
+    assert result.rates.wer < 10.0, f"{decoder}: {result.rates.summary()}"
+
+
+def test_placeholder_rows():
+    rows = placeholder_rows(torch.tensor([3, 1, 0]), placeholder=2, pad=1)
+    assert rows.tolist() == [[2, 2, 2], [2, 1, 1], [1, 1, 1]]
+
+
+@pytest.mark.slow
+def test_nat_decoders_from_the_cli_and_their_limits(tone_nat_model, tone_model, tone_corpus, capsys, tmp_path):
+    rec = load_model(tone_nat_model)
+    with torch.no_grad():
+        from asr.audio import load_audio
+        from asr.data.manifest import read_manifest
+        from asr.recognizer import pad_waveforms
+
+        wavs, lengths = pad_waveforms([load_audio(u.audio_filepath) for u in read_manifest(tone_corpus["test"])[:4]])
+        memory, memory_lengths = rec.network.encoder(*rec.features(wavs, lengths))
+        tok = rec.tokenizer
+        for out in (nat_length(rec.network, memory, memory_lengths, tok),
+                    nat_max(rec.network, memory, memory_lengths, tok),
+                    mask_ctc(rec.network, memory, memory_lengths, tok, iterations=2)):
+            assert len(out) == 4
+            for ids, score in out:
+                assert all(i not in (tok.blank, tok.pad, tok.sos, tok.eos) for i in ids) and score <= 0
+        # threshold 0: nothing is hidden, so Mask-CTC returns the CTC best path itself
+        from asr.decoding.ctc import ctc_greedy
+
+        ctc = ctc_greedy(rec.network.ctc(memory).log_softmax(-1), memory_lengths, tok.blank)
+        assert [ids for ids, _ in mask_ctc(rec.network, memory, memory_lengths, tok, threshold=0.0)] == ctc
+
+    assert main(["evaluate", "--model", str(tone_nat_model), "--manifest", str(tone_corpus["test"]),
+                 "--decoder", "mask-ctc:iterations=2", "--out", str(tmp_path / "h.jsonl")]) == 0
+    assert "mask-ctc:iterations=2" in capsys.readouterr().out
+    assert main(["transcribe", "--model", str(tone_nat_model), "--decoder", "nat-length",
+                 str(read_manifest(tone_corpus["test"])[0].audio_filepath)]) == 0
+    # A model without a NAT head, and an unknown decoder, are clear errors.
+    assert main(["evaluate", "--model", str(tone_model), "--manifest", str(tone_corpus["test"]),
+                 "--decoder", "nat-max"]) == 2
+    assert "non-autoregressive" in capsys.readouterr().err
+    assert main(["evaluate", "--model", str(tone_model), "--manifest", str(tone_corpus["test"]),
+                 "--decoder", "nat-fast"]) == 2
+    assert "nat-fast" in capsys.readouterr().err
