@@ -173,8 +173,9 @@ class ASRModule(L.LightningModule):
         lengths = batch.token_lengths
         max_lens = torch.maximum(max_output_lengths(memory_lengths, self.cfg.decode.max_len_ratio), lengths + 1)
         mode = torch.randint(0, 3, (len(lengths),)).tolist()  # 0 all hidden, 1 some hidden, 2 max length
-        rows = [int(max_lens[i]) if m == 2 else int(lengths[i]) for i, m in enumerate(mode)]
-        width = max(max(rows), 1)
+        # At least one position per row: a row with nothing to attend to would give NaN attention.
+        rows = [int(max_lens[i]) if m == 2 else max(int(lengths[i]), 1) for i, m in enumerate(mode)]
+        width = max(rows)
         inputs = torch.full((len(rows), width), tok.pad, dtype=torch.long, device=memory.device)
         targets = torch.full_like(inputs, tok.pad)  # pad = ignored by the loss
         for i, (m, n, row) in enumerate(zip(mode, lengths.tolist(), rows)):
