@@ -301,7 +301,8 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
 
 # `asr prepare` options that only some corpora take (dest names; each corpus lists its own in CORPORA[...].options).
 PREPARE_OPTIONS = ("train_subsets", "dev_subsets", "test_subsets", "n_train", "n_dev", "n_test", "seed",
-                   "held_out_speakers", "dev_speakers", "n_dev_speakers", "split", "dev_fraction", "test_fraction")
+                   "held_out_speakers", "dev_speakers", "n_dev_speakers", "split", "dev_fraction", "test_fraction",
+                   "texts", "copies", "spell_letters")
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
@@ -444,7 +445,11 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--n-train", type=int, help="fsdd, synth: utterances to generate")
     pr.add_argument("--n-dev", type=int, help="fsdd, synth: utterances to generate; ljspeech: dev size (250)")
     pr.add_argument("--n-test", type=int, help="fsdd, synth: utterances to generate; ljspeech: test size (250)")
-    pr.add_argument("--seed", type=int, help="fsdd, synth: random seed (default 0)")
+    pr.add_argument("--seed", type=int, help="fsdd, synth, tts: random seed (default 0)")
+    pr.add_argument("--texts", help="tts: the manifest whose transcripts the synthetic voices speak")
+    pr.add_argument("--copies", type=int, help="tts: synthetic renditions of each transcript (default 2)")
+    pr.add_argument("--spell-letters", action="store_true", default=None,
+                    help="tts: single-letter words are spelled letters (AN4): make eSpeak say their names")
     pr.add_argument("--held-out-speakers", nargs="*", help="fsdd: speakers kept out of train/dev (test only)")
     return p
 

@@ -144,3 +144,32 @@ def test_cli(tmp_path, capsys):
     assert synth.main(["--out", str(tmp_path / "cli"), "--n-train", "3", "--n-dev", "1", "--n-test", "1",
                        "--no-progress"]) == 0
     assert len(read_manifest(tmp_path / "cli" / "train.jsonl")) == 3
+
+
+def test_tts_augmentation_speaks_the_manifest_transcripts(tmp_path):
+    from asr.data.manifest import Utterance, write_manifest
+
+    audio = tmp_path / "real.wav"
+    sf.write(audio, np.zeros(8000, np.float32), 16000)
+    texts = ["a b c nine", "rubout"]
+    write_manifest(tmp_path / "train.jsonl", [Utterance(str(audio), 0.5, t, {"speaker": "real1"}) for t in texts])
+    out = synth.prepare_tts(tmp_path / "train.jsonl", tmp_path / "tts", copies=2, spell_letters=True, progress=False)
+    fake = read_manifest(out["train"])
+    assert [u.text for u in fake] == [texts[0], texts[0], texts[1], texts[1]]  # transcripts kept as written
+    assert all(u.extra["speaker"].startswith("tts:") for u in fake)
+    for u in fake:
+        wav, sr = sf.read(u.audio_filepath)
+        assert sr == 16000 and 0.3 < wav.size / sr < 5 and np.abs(wav).max() > 0.01
+    mixed = read_manifest(out["mixed"])
+    assert [u.text for u in mixed] == texts + [u.text for u in fake]
+    assert mixed[0].audio_filepath == str(audio.resolve())
+    # eSpeak says the letter's name for a lone "a" only when it is respelled
+    assert synth.speakable("a b c", spell_letters=True) == "eigh b c"
+    assert synth.speakable("a cat", spell_letters=False) == "a cat"
+    plans = synth.plan_texts(texts, copies=2, seed=0, spell_letters=True)
+    assert plans[0].spoken == "eigh b c nine" and plans[0].text == "a b c nine"
+    assert len({p.voice for p in plans}) > 1
+    assert synth.prepare_tts(tmp_path / "train.jsonl", tmp_path / "tts", copies=2, spell_letters=True,
+                             progress=False) == out  # cached
+    with pytest.raises(ValueError, match="copies"):
+        synth.prepare_tts(tmp_path / "train.jsonl", tmp_path / "tts2", copies=0)

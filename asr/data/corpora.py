@@ -90,6 +90,22 @@ def _prepare_synth(
     return stats_of(prepare_synth(out_dir, seed=seed, **kw))
 
 
+def _prepare_tts(
+    data_dir: str | Path | None,
+    out_dir: str | Path,
+    texts: str | None = None,
+    copies: int = 2,
+    seed: int = 0,
+    spell_letters: bool = False,
+) -> PrepareResult:
+    from asr.data.common import stats_of
+    from asr.data.synth import prepare_tts
+
+    if not texts:
+        raise ValueError("asr prepare tts needs --texts MANIFEST (the training manifest whose transcripts to speak)")
+    return stats_of(prepare_tts(texts, out_dir, copies=copies, seed=seed, spell_letters=spell_letters))
+
+
 def _prepare_mini_librispeech(data_dir: str | Path, out_dir: str | Path) -> PrepareResult:
     from asr.data.librispeech import find_subsets, prepare_librispeech
 
@@ -191,6 +207,14 @@ CORPORA: dict[str, Corpus] = {
             "test and dev voices never heard in training",
             "asr.data.corpora:_prepare_synth",
             options={k: k for k in ("n_train", "n_dev", "n_test", "seed")},
+            needs_data_dir=False,
+        ),
+        Corpus(
+            "tts",
+            "TTS augmentation: eSpeak NG voices speak the transcripts of a training manifest (--texts), --copies times",
+            "train = the synthetic copies; mixed = the manifest's utterances + the copies (train on this)",
+            "asr.data.corpora:_prepare_tts",
+            options={k: k for k in ("texts", "copies", "seed", "spell_letters")},
             needs_data_dir=False,
         ),
         Corpus(

@@ -3,6 +3,7 @@
     prepare_synth(out_dir, n_train=3000, n_dev=200, n_test=300, seed=0) -> {"train": Path, "dev": Path, "test": Path}
     ESpeak().synthesize("call mom", voice="en-us+f2", rate=160) -> (float32 samples, 22050)
     python -m asr.data.synth --out data/synth
+    prepare_tts("data/an4/train.jsonl", "data/an4_tts", copies=2, spell_letters=True) -> {"train": ..., "mixed": ...}
 
 Needs no download: the sentences come from a small grammar (commands, requests, times, numbers, digit strings;
 about 240 words) and are spoken by eSpeak NG (via ctypes, from the optional `espeakng-loader` package) in
@@ -36,7 +37,7 @@ import numpy as np
 import torch
 
 from asr.audio import resample, write_audio
-from asr.data.manifest import Utterance, write_manifest
+from asr.data.manifest import Utterance, read_manifest, write_manifest
 from asr.text import normalize_text
 
 VERSION = 1  # bump when the generated audio or text changes, so cached corpora are rebuilt
@@ -501,11 +502,12 @@ class UtterancePlan:
     trail: float
     snr_db: float  # white noise over the whole file, relative to the speech power
     seed: int  # for eSpeak's random sources and the noise
+    transcript: str | None = None  # when what is spoken is respelled for eSpeak (tts augmentation)
 
     @property
     def text(self) -> str:
-        """The transcript: what was spoken, normalised."""
-        return normalize_text(self.spoken)
+        """The transcript: what was spoken, normalised (or the given transcript)."""
+        return self.transcript if self.transcript is not None else normalize_text(self.spoken)
 
     @property
     def name(self) -> str:
@@ -525,14 +527,21 @@ def plan_split(split: str, n: int, seed: int) -> list[UtterancePlan]:
     plans = []
     for i in range(n):
         rng = random.Random(_seed(seed, split, i))
-        plans.append(UtterancePlan(
-            split=split, index=i, spoken=make_sentence(rng), voice=order[i % len(order)],
-            rate=rng.randint(130, 200), pitch=rng.randint(30, 70), pitch_range=rng.randint(30, 80),
-            word_gap=rng.choice([0, 0, 0, 0, 1, 2, 3]), gain_db=rng.uniform(-20.0, -1.0),
-            lead=rng.uniform(0.05, 0.4), trail=rng.uniform(0.05, 0.4), snr_db=rng.uniform(20.0, 40.0),
-            seed=_seed(seed, split, i, "audio"),
-        ))
+        spoken = make_sentence(rng)  # first: the jitter draws come after it, as they always have
+        plans.append(_jittered(rng, split, i, spoken, order[i % len(order)], _seed(seed, split, i, "audio")))
     return plans
+
+
+def _jittered(rng: random.Random, split: str, index: int, spoken: str, voice: str, seed: int,
+              transcript: str | None = None) -> UtterancePlan:
+    """A plan with random speaking rate, pitch, pauses, level, silences and noise."""
+    return UtterancePlan(
+        split=split, index=index, spoken=spoken, voice=voice,
+        rate=rng.randint(130, 200), pitch=rng.randint(30, 70), pitch_range=rng.randint(30, 80),
+        word_gap=rng.choice([0, 0, 0, 0, 1, 2, 3]), gain_db=rng.uniform(-20.0, -1.0),
+        lead=rng.uniform(0.05, 0.4), trail=rng.uniform(0.05, 0.4), snr_db=rng.uniform(20.0, 40.0),
+        seed=seed, transcript=transcript,
+    )
 
 
 def resample_many(wavs: Sequence[np.ndarray], sr: int, new_sr: int) -> list[np.ndarray]:
@@ -635,6 +644,88 @@ def prepare_synth(out_dir: str | Path, n_train: int = 3000, n_dev: int = 200, n_
         hours = sum(u.duration for u in utts[s]) / 3600
         voices = len({u.extra["speaker"] for u in utts[s]})
         print(f"  {s:5s} {len(utts[s]):6d} utterances  {hours:6.2f} h  {voices:4d} voices")
+    return manifests
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# TTS augmentation: a corpus's own training transcripts spoken by many synthetic voices
+# ---------------------------------------------------------------------------------------------------------------
+
+# eSpeak reads a lone "a" as the article (a schwa); every other single letter it reads as the letter's name.
+_LETTER_SPELLINGS = {"a": "eigh"}
+
+
+def speakable(text: str, spell_letters: bool = False) -> str:
+    """What to give eSpeak for a transcript. With spell_letters (AN4-style spelled words, "r o w l e y"), single
+    letters are respelled so that eSpeak says their names."""
+    if not spell_letters:
+        return text
+    return " ".join(_LETTER_SPELLINGS.get(w, w) for w in text.split())
+
+
+def plan_texts(texts: Sequence[str], copies: int, seed: int = 0, spell_letters: bool = False) -> list[UtterancePlan]:
+    """`copies` plans per transcript, each in a voice drawn from all of the synthetic corpus's voices."""
+    voices = sorted(v for vs in voice_split().values() for v in vs)
+    plans = []
+    for i, text in enumerate(texts):
+        for c in range(copies):
+            rng = random.Random(_seed(seed, "tts", i, c))
+            k = i * copies + c
+            plans.append(_jittered(rng, "tts", k, speakable(text, spell_letters), rng.choice(voices),
+                                   _seed(seed, "tts", k, "audio"), transcript=text))
+    return plans
+
+
+def prepare_tts(texts_manifest: str | Path, out_dir: str | Path, copies: int = 2, seed: int = 0,
+                spell_letters: bool = False, progress: bool = True) -> dict[str, Path]:
+    """Speak every transcript of `texts_manifest` `copies` times in random synthetic voices (TTS data augmentation:
+    more voices and more renditions of the training vocabulary than a small corpus has).
+
+    Writes out_dir/train.jsonl (the synthetic utterances, wavs/tts/*.wav) and out_dir/mixed.jsonl (the manifest's
+    own utterances followed by the synthetic ones: the training manifest for a recipe). Cached like `prepare_synth`,
+    keyed by the manifest's content. Returns {"train": Path, "mixed": Path}.
+    """
+    if copies < 1:
+        raise ValueError(f"copies must be >= 1, got {copies}")
+    src = Path(texts_manifest)
+    real = read_manifest(src)  # names the file and line of anything wrong
+    texts = [u.text for u in real if u.text.strip()]
+    if not texts:
+        raise ValueError(f"{src}: no transcripts to speak")
+    out = Path(out_dir)
+    manifests = {"train": out / "train.jsonl", "mixed": out / "mixed.jsonl"}
+    marker = out / ".prepared.json"
+    params = {"corpus": "tts", "version": VERSION, "seed": seed, "copies": copies, "spell_letters": spell_letters,
+              "texts": hashlib.sha256(src.read_bytes()).hexdigest()}
+    if marker.is_file() and all(p.is_file() for p in manifests.values()):
+        try:
+            done = json.loads(marker.read_text())
+        except json.JSONDecodeError:
+            done = None
+        if isinstance(done, dict) and {k: done.get(k) for k in params} == params:
+            print(f"tts corpus in {out}: already prepared")
+            return manifests
+
+    espeak = get_espeak()
+    marker.unlink(missing_ok=True)
+    shutil.rmtree(out / "wavs" / "tts", ignore_errors=True)
+    plans = plan_texts(texts, copies, seed, spell_letters)
+    start, utts = time.perf_counter(), []
+    bar = _progress(len(plans), progress)
+    for i in range(0, len(plans), _BATCH):
+        batch = plans[i: i + _BATCH]
+        for plan, wav in zip(batch, render(batch, espeak)):
+            path = out / "wavs" / "tts" / f"{plan.name}.wav"
+            write_audio(path, wav, SAMPLE_RATE)
+            utts.append(Utterance(str(path), wav.size / SAMPLE_RATE, plan.text, {"speaker": "tts:" + plan.voice}))
+        bar.update(len(batch))
+    bar.close()
+    write_manifest(manifests["train"], utts)
+    write_manifest(manifests["mixed"], [*real, *utts])
+    marker.write_text(json.dumps({**params, "espeak_ng": espeak.version}, indent=1) + "\n")
+    hours = sum(u.duration for u in utts) / 3600
+    print(f"tts corpus in {out} ({time.perf_counter() - start:.1f} s): {len(utts)} utterances, {hours:.2f} h, "
+          f"{len({u.extra['speaker'] for u in utts})} voices, from {len(texts)} transcripts of {src}")
     return manifests
 
 
