@@ -476,6 +476,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, ManifestError, AudioError, FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except ImportError as e:  # an optional extra that is not installed (eSpeak NG for synth/tts): say which
+        print(f"error: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

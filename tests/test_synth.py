@@ -173,3 +173,16 @@ def test_tts_augmentation_speaks_the_manifest_transcripts(tmp_path):
                              progress=False) == out  # cached
     with pytest.raises(ValueError, match="copies"):
         synth.prepare_tts(tmp_path / "train.jsonl", tmp_path / "tts2", copies=0)
+
+
+def test_cli_tts_without_espeak_is_a_clear_error(monkeypatch, tmp_path, capsys):
+    from asr.cli import main
+    from asr.data.manifest import Utterance, write_manifest
+
+    write_manifest(tmp_path / "train.jsonl", [Utterance(str(tmp_path / "a.wav"), 1.0, "a b c")])
+    monkeypatch.setitem(sys.modules, "espeakng_loader", None)
+    monkeypatch.setattr(synth, "_DEFAULT", None)
+    rc = main(["prepare", "tts", "--texts", str(tmp_path / "train.jsonl"), "--out", str(tmp_path / "tts")])
+    assert rc == 2 and "espeakng-loader" in capsys.readouterr().err
+    rc = main(["prepare", "tts", "--out", str(tmp_path / "tts")])
+    assert rc == 2 and "--texts" in capsys.readouterr().err
