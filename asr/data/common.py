@@ -3,6 +3,7 @@
     duration_of(path) -> seconds (from the header), or raises AudioError naming the file
     split_by_hash("utt-id", dev=0.1, test=0.1) -> "train" | "dev" | "test"   (stable: depends on the key only)
     finish(out_dir, {"train": [Utterance, ...], ...}, skipped) -> PrepareResult (manifests, per-split stats, skips)
+    is_prepared(out_dir, manifests, params) / mark_prepared(out_dir, params)   the cache marker of generated corpora
 
 Every preparer returns a `PrepareResult`; `asr prepare` prints its summary. A skipped item is never silent: it is
 logged as a warning with its reason and kept in `PrepareResult.skipped`.
@@ -11,6 +12,7 @@ logged as a warning with its reason and kept in `PrepareResult.skipped`.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +25,30 @@ log = logging.getLogger("asr")
 
 SPLITS = ("train", "dev", "test")
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".opus", ".mp3", ".sph", ".nist", ".raw")
+
+
+def is_prepared(out_dir: str | Path, manifests: dict[str, Path], params: dict) -> bool:
+    """True when out_dir holds a corpus generated with these parameters: its marker records them (and maybe more,
+    e.g. a library version) and every manifest exists. A missing or unreadable marker means: generate again."""
+    marker = Path(out_dir) / ".prepared.json"
+    if not (marker.is_file() and all(Path(p).is_file() for p in manifests.values())):
+        return False
+    try:
+        done = json.loads(marker.read_text())
+    except json.JSONDecodeError:
+        return False
+    params = json.loads(json.dumps(params))  # tuples -> lists, as they read back
+    return isinstance(done, dict) and {k: done.get(k) for k in params} == params
+
+
+def unmark_prepared(out_dir: str | Path) -> None:
+    """Before regenerating: an interrupted run must not look finished."""
+    (Path(out_dir) / ".prepared.json").unlink(missing_ok=True)
+
+
+def mark_prepared(out_dir: str | Path, params: dict) -> None:
+    """After the last manifest is written."""
+    (Path(out_dir) / ".prepared.json").write_text(json.dumps(params, indent=1) + "\n")
 
 
 @dataclass

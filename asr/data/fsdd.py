@@ -12,7 +12,6 @@ built from all recordings of those speakers only, and the other speakers' indice
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import random
 import re
@@ -24,6 +23,7 @@ import numpy as np
 import torch
 
 from asr.audio import AudioError, load_audio, write_audio
+from asr.data.common import is_prepared, mark_prepared, unmark_prepared
 from asr.data.manifest import Utterance, write_manifest
 
 log = logging.getLogger("asr")
@@ -105,13 +105,12 @@ def _join(recs: list[torch.Tensor], cfg: FSDDConfig, rng: random.Random) -> np.n
 def prepare_fsdd(src_dir: str | Path, out_dir: str | Path, cfg: FSDDConfig | None = None) -> dict[str, Path]:
     cfg = cfg or FSDDConfig()
     out = Path(out_dir)
-    marker = out / ".prepared.json"
     params = {"version": VERSION, "src": str(Path(src_dir).resolve()), **asdict(cfg)}
-    params = json.loads(json.dumps(params))  # tuples -> lists, as read back
     manifests = {s: out / f"{s}.jsonl" for s in ("train", "dev", "test")}
-    if marker.is_file() and json.loads(marker.read_text()) == params and all(p.is_file() for p in manifests.values()):
+    if is_prepared(out, manifests, params):
         log.info("%s: already prepared", out)
         return manifests
+    unmark_prepared(out)
 
     found = scan_fsdd(src_dir)
     unknown = set(cfg.held_out_speakers) - {spk for spk, _ in found}
@@ -149,5 +148,5 @@ def prepare_fsdd(src_dir: str | Path, out_dir: str | Path, cfg: FSDDConfig | Non
         log.info("%s: %d utterances, %.2f h, speakers %s", split, len(utts), hours, ", ".join(speakers))
     if skipped:
         log.warning("%d unreadable recordings were skipped", skipped)
-    marker.write_text(json.dumps(params))
+    mark_prepared(out, params)
     return manifests

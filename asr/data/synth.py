@@ -20,7 +20,6 @@ import argparse
 import contextlib
 import ctypes
 import hashlib
-import json
 import math
 import random
 import shutil
@@ -37,6 +36,7 @@ import numpy as np
 import torch
 
 from asr.audio import resample, write_audio
+from asr.data.common import is_prepared, mark_prepared, unmark_prepared
 from asr.data.manifest import Utterance, read_manifest, write_manifest
 from asr.text import normalize_text
 
@@ -602,21 +602,15 @@ def prepare_synth(out_dir: str | Path, n_train: int = 3000, n_dev: int = 200, n_
     out = Path(out_dir)
     counts = {"train": n_train, "dev": n_dev, "test": n_test}
     manifests = {s: out / f"{s}.jsonl" for s in SPLITS}
-    marker = out / ".prepared.json"
     params = {"corpus": "synth", "version": VERSION, "seed": seed, **{f"n_{s}": n for s, n in counts.items()}}
     if any(n < 0 for n in counts.values()):
         raise ValueError(f"utterance counts must be >= 0, got {counts}")
-    if marker.is_file() and all(p.is_file() for p in manifests.values()):
-        try:
-            done = json.loads(marker.read_text())
-        except json.JSONDecodeError:
-            done = None
-        if isinstance(done, dict) and {k: done.get(k) for k in params} == params:
-            print(f"synthetic corpus in {out}: already prepared")
-            return manifests
+    if is_prepared(out, manifests, params):
+        print(f"synthetic corpus in {out}: already prepared")
+        return manifests
 
     espeak = get_espeak()  # before touching out_dir: a missing library should leave an old corpus alone
-    marker.unlink(missing_ok=True)  # an interrupted run must not look finished
+    unmark_prepared(out)
     for s in SPLITS:
         shutil.rmtree(out / "wavs" / s, ignore_errors=True)
     utts: dict[str, list[Utterance]] = {s: [] for s in SPLITS}
@@ -637,7 +631,7 @@ def prepare_synth(out_dir: str | Path, n_train: int = 3000, n_dev: int = 200, n_
     bar.close()
     for s in SPLITS:
         write_manifest(manifests[s], utts[s])
-    marker.write_text(json.dumps({**params, "espeak_ng": espeak.version}, indent=1) + "\n")
+    mark_prepared(out, {**params, "espeak_ng": espeak.version})
 
     print(f"synthetic corpus in {out} ({time.perf_counter() - start:.1f} s, eSpeak NG {espeak.version}):")
     for s in SPLITS:
@@ -694,20 +688,14 @@ def prepare_tts(texts_manifest: str | Path, out_dir: str | Path, copies: int = 2
         raise ValueError(f"{src}: no transcripts to speak")
     out = Path(out_dir)
     manifests = {"train": out / "train.jsonl", "mixed": out / "mixed.jsonl"}
-    marker = out / ".prepared.json"
     params = {"corpus": "tts", "version": VERSION, "seed": seed, "copies": copies, "spell_letters": spell_letters,
               "texts": hashlib.sha256(src.read_bytes()).hexdigest()}
-    if marker.is_file() and all(p.is_file() for p in manifests.values()):
-        try:
-            done = json.loads(marker.read_text())
-        except json.JSONDecodeError:
-            done = None
-        if isinstance(done, dict) and {k: done.get(k) for k in params} == params:
-            print(f"tts corpus in {out}: already prepared")
-            return manifests
+    if is_prepared(out, manifests, params):
+        print(f"tts corpus in {out}: already prepared")
+        return manifests
 
     espeak = get_espeak()
-    marker.unlink(missing_ok=True)
+    unmark_prepared(out)
     shutil.rmtree(out / "wavs" / "tts", ignore_errors=True)
     plans = plan_texts(texts, copies, seed, spell_letters)
     start, utts = time.perf_counter(), []
@@ -722,7 +710,7 @@ def prepare_tts(texts_manifest: str | Path, out_dir: str | Path, copies: int = 2
     bar.close()
     write_manifest(manifests["train"], utts)
     write_manifest(manifests["mixed"], [*real, *utts])
-    marker.write_text(json.dumps({**params, "espeak_ng": espeak.version}, indent=1) + "\n")
+    mark_prepared(out, {**params, "espeak_ng": espeak.version})
     hours = sum(u.duration for u in utts) / 3600
     print(f"tts corpus in {out} ({time.perf_counter() - start:.1f} s): {len(utts)} utterances, {hours:.2f} h, "
           f"{len({u.extra['speaker'] for u in utts})} voices, from {len(texts)} transcripts of {src}")
