@@ -1,6 +1,7 @@
 """Training features of the recipe: resume mid-epoch, data parallelism, checkpoint averaging, scheduled sampling,
 augmentation."""
 
+import csv
 import json
 import os
 import signal
@@ -173,3 +174,37 @@ def test_time_warp_keeps_length_and_content_range():
     assert torch.equal(warped[1, 30:], feats[1, 30:])  # padding untouched
     assert torch.all(warped[0, 1:, 0] >= warped[0, :-1, 0] - 1e-5)  # still monotonic: a warp, not a shuffle
     assert SpecAugmentConfig().time_warp == 0
+
+
+@pytest.mark.slow
+def test_bf16_mixed_precision_trains(tone_corpus, tmp_path):
+    """`train.precision=bf16-mixed` (Lightning's autocast) trains and writes a float32 model file; on this CPU
+    bf16 is emulated, so it is checked for correctness here and for speed only on GPUs."""
+    from asr.config import load_config
+    from asr.recognizer import load_model
+    from asr.training import train
+    from conftest import TINY_OVERRIDES
+
+    import lightning as L
+
+    class LinearDtypes(L.Callback):  # the dtypes the model's Linear layers computed in, under Lightning's autocast
+        def __init__(self):
+            self.seen: set = set()
+
+        def on_train_start(self, trainer, module):
+            for m in module.modules():
+                if isinstance(m, torch.nn.Linear):
+                    m.register_forward_hook(lambda _m, _i, out: self.seen.add(out.dtype))
+
+    cfg = load_config(None, TINY_OVERRIDES + [
+        f"data.train_manifest={tone_corpus['train']}", f"data.dev_manifest={tone_corpus['dev']}",
+        f"train.out_dir={tmp_path}", "train.max_epochs=1", "train.precision=bf16-mixed",
+        "train.average_checkpoints=0", "train.attention_plots=0", "loss.ctc_weight=0.3"])
+    dtypes = LinearDtypes()
+    model = train(cfg, extra_callbacks=(dtypes,))
+    assert torch.bfloat16 in dtypes.seen
+    metrics = sorted((tmp_path / "logs").glob("version_*"))[-1] / "metrics.csv"
+    losses = [float(r["train_loss"]) for r in csv.DictReader(open(metrics)) if r.get("train_loss")]
+    assert losses and all(torch.isfinite(torch.tensor(losses)))
+    params = list(load_model(model).parameters())
+    assert params and all(p.dtype == torch.float32 and torch.isfinite(p).all() for p in params)
