@@ -397,7 +397,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from asr.decoding.setups import DECODERS
 
-    decoders_help = "\n".join(f"  {k.name + ('N' if k.size_param else ''):8s}{k.help}\n  {'':8s}parameters: "
+    decoders_help = "\n".join(f"  {k.name + ('N' if k.size_param else ''):12s}{k.help}\n  {'':12s}parameters: "
                               f"{', '.join(p for p in k.params if p != k.size_param) or 'none'}"
                               for k in DECODERS.values())
     b = sub.add_parser("benchmark", help="WER with confidence intervals, speed, memory, significance and error "
