@@ -11,17 +11,19 @@ import textwrap
 import time
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
 
-from asr.config import Config, SpecAugmentConfig
+from asr.config import Config, SpecAugmentConfig, load_config
 from asr.data.dataset import SpeechDataset
 from asr.data.manifest import read_manifest
 from asr.data.sampler import BucketBatchSampler
 from asr.features import time_warp
+from asr.recognizer import load_model
 from asr.text import CharTokenizer
-from asr.training import average_checkpoints
-from conftest import write_tone_config
+from asr.training import average_checkpoints, train
+from conftest import TINY_OVERRIDES, write_tone_config
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -180,13 +182,6 @@ def test_time_warp_keeps_length_and_content_range():
 def test_bf16_mixed_precision_trains(tone_corpus, tmp_path):
     """`train.precision=bf16-mixed` (Lightning's autocast) trains and writes a float32 model file; on this CPU
     bf16 is emulated, so it is checked for correctness here and for speed only on GPUs."""
-    from asr.config import load_config
-    from asr.recognizer import load_model
-    from asr.training import train
-    from conftest import TINY_OVERRIDES
-
-    import lightning as L
-
     class LinearDtypes(L.Callback):  # the dtypes the model's Linear layers computed in, under Lightning's autocast
         def __init__(self):
             self.seen: set = set()
