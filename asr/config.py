@@ -106,6 +106,7 @@ class DataConfig:
     num_workers: int = 0  # audio reading is cheap; on 2 cores extra processes steal from the model
     speed_perturb: list = field(default_factory=list)  # training speed factors, e.g. [0.9, 1.0, 1.1] (Kaldi-style)
     noise_snr: list = field(default_factory=list)  # [min, max] dB: add white noise at a random SNR in training
+    vtlp: list = field(default_factory=list)  # [min, max] frequency-warp factor per training utterance (VTLP)
 
 
 @dataclass

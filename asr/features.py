@@ -3,6 +3,8 @@
     Fbank(cfg)(wav (batch, samples) float in [-1, 1], lengths (batch,))
         -> feats (batch, frames, n_mels), frame_lengths (batch,)
     MFCC(cfg)(wav, lengths) -> feats (batch, frames, 3 * n_mfcc) [cepstra, deltas, delta-deltas], frame_lengths
+    Fbank/MFCC(cfg)(wav, lengths, warp=(batch,) factors) -> the same with VTLP: each utterance's frequency axis
+        warped by its factor (training augmentation; see vtlp_positions)
     make_frontend(cfg) -> Fbank or MFCC, chosen by cfg.kind
     GlobalCMVN(dim)(feats, lengths) -> (feats - mean) / std, padding kept at 0; stats from CMVNStats
     SpecAugment(cfg, n_features)(feats, lengths) -> feats with frequency/time masks set to 0 (training only)
@@ -159,8 +161,11 @@ class Fbank(nn.Module):
     def dim(self) -> int:
         return self.cfg.n_mels
 
-    def forward(self, wav: Tensor, lengths: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """wav (batch, samples) in [-1, 1], lengths (batch,) -> (batch, frames, n_mels), frame counts (batch,)."""
+    def forward(self, wav: Tensor, lengths: Tensor | None = None, warp: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """wav (batch, samples) in [-1, 1], lengths (batch,) -> (batch, frames, n_mels), frame counts (batch,).
+
+        warp (batch,): VTLP factors (1 = none); channel i then reads the spectrum at warp * its centre frequency.
+        """
         if wav.dim() != 2:
             raise ValueError(f"Fbank expects a (batch, samples) waveform batch, got shape {tuple(wav.shape)}")
         cfg, win, hop = self.cfg, self.win, self.hop
@@ -213,6 +218,8 @@ class Fbank(nn.Module):
             for b, start, end in pieces:  # the log writes straight into the padded output
                 torch.log(mel[row : row + end - start], out=out[b, start:end])
                 row += end - start
+        if warp is not None:
+            out = warp_channels(out, vtlp_positions(warp.to(out.device), cfg))
         return out, counts
 
     def _mel_energies(self, frames: Tensor) -> Tensor:
@@ -294,9 +301,10 @@ class MFCC(nn.Module):
     def dim(self) -> int:
         return 3 * self.cfg.n_mfcc
 
-    def forward(self, wav: Tensor, lengths: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        """wav (batch, samples), lengths (batch,) -> (batch, frames, 3 * n_mfcc), frame counts (batch,)."""
-        logmel, counts = self.fbank(wav, lengths)  # (batch, frames, n_mels), padding 0
+    def forward(self, wav: Tensor, lengths: Tensor | None = None, warp: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """wav (batch, samples), lengths (batch,) -> (batch, frames, 3 * n_mfcc), frame counts (batch,).
+        warp (batch,): VTLP factors, applied to the log-mel before the DCT."""
+        logmel, counts = self.fbank(wav, lengths, warp)  # (batch, frames, n_mels), padding 0
         with torch.autocast(logmel.device.type, enabled=False):  # float32 matmuls even under mixed precision
             ceps = logmel @ self.dct  # (batch, frames, n_mfcc)
             d1 = deltas(ceps, counts, self.cfg.delta_window)
@@ -434,6 +442,38 @@ def time_warp(feats: Tensor, lengths: Tensor, max_warp: int) -> Tensor:
         right = F.interpolate(x[..., c:], size=n - c - d, mode="linear", align_corners=False)
         out[i, :n] = torch.cat([left, right], dim=-1)[0].t()
     return out
+
+
+def vtlp_positions(factors: Tensor, cfg: FeatureConfig, boundary: float = 0.8) -> Tensor:
+    """VTLP (Jaitly & Hinton 2013): where each mel channel of a warped utterance reads the unwarped one.
+
+    A vocal tract a factor a longer or shorter moves the formants by about 1/a, not the pitch; so warping the
+    frequency axis per utterance mimics new speakers. Frequencies up to boundary * high_freq * min(a, 1) / a map
+    to a * f; above, a line joins that point to (high_freq, high_freq), so the band edge stays put (Kaldi's VTLN
+    warp has the same shape). factors (batch,) -> fractional channel indices (batch, n_mels) in [0, n_mels - 1].
+    """
+    nyquist = cfg.sample_rate / 2
+    high = cfg.high_freq if cfg.high_freq > 0 else nyquist + cfg.high_freq
+    mel_lo, mel_hi = 1127.0 * math.log1p(cfg.low_freq / 700.0), 1127.0 * math.log1p(high / 700.0)
+    step = (mel_hi - mel_lo) / (cfg.n_mels + 1)  # the mel spacing of the filter centres
+    centre_mel = mel_lo + step * torch.arange(1, cfg.n_mels + 1, dtype=torch.float64, device=factors.device)
+    f = 700.0 * torch.expm1(centre_mel / 1127.0)[None]  # (1, n_mels) Hz
+    a = factors.to(torch.float64)[:, None]  # (batch, 1)
+    knee_out = boundary * high * torch.clamp(a, max=1.0)  # where the warped axis leaves the line a * f
+    knee_in = knee_out / a
+    warped = torch.where(f <= knee_in, a * f, high - (high - knee_out) / (high - knee_in) * (high - f))
+    pos = (1127.0 * torch.log1p(warped / 700.0) - mel_lo) / step - 1.0  # (batch, n_mels) channel index
+    return pos.clamp(0, cfg.n_mels - 1).float()
+
+
+def warp_channels(feats: Tensor, positions: Tensor) -> Tensor:
+    """feats (batch, frames, channels), positions (batch, channels) -> feats read at those fractional channels
+    (linear interpolation). Padding frames stay 0."""
+    channels = feats.shape[-1]
+    lo = positions.floor().long().clamp(max=channels - 2)  # (batch, channels)
+    frac = (positions - lo).to(feats.dtype)[:, None, :]  # (batch, 1, channels)
+    lo = lo[:, None, :].expand(-1, feats.shape[1], -1)  # (batch, frames, channels)
+    return torch.lerp(feats.gather(2, lo), feats.gather(2, lo + 1), frac)
 
 
 def uniform_int(high: Tensor) -> Tensor:

@@ -82,9 +82,9 @@ class Recognizer(nn.Module):
     def device(self) -> torch.device:
         return next(self.network.parameters()).device
 
-    def features(self, wavs: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
-        """(batch, samples) -> normalised (batch, frames, dim), frame lengths."""
-        feats, lengths = self.frontend(wavs, lengths)
+    def features(self, wavs: Tensor, lengths: Tensor, warp: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """(batch, samples) -> normalised (batch, frames, dim), frame lengths. warp: (batch,) VTLP factors."""
+        feats, lengths = self.frontend(wavs, lengths, warp)
         return self.cmvn(feats, lengths), lengths
 
     @torch.no_grad()

@@ -4,7 +4,8 @@
 
 Per batch: waveforms -> features (on the training device) -> CMVN -> SpecAugment (training only) -> encoder ->
 decoder under teacher forcing (input <sos> y1..yn, target y1..yn <eos>) -> label-smoothed cross-entropy.
-Options: joint CTC, guided attention on the cross-attention, scheduled sampling, speed perturbation and noise.
+Options: joint CTC, guided attention on the cross-attention, scheduled sampling, speed perturbation, noise and
+VTLP (a random frequency warp per utterance, inside the feature extractor).
 Adam with the Noam schedule (linear warmup, then inverse square-root decay), gradient clipping, validation loss
 and greedy WER every epoch, attention plots, best-k and last checkpoints (last.ckpt also every N steps, so
 `--resume` continues mid-epoch), checkpoint averaging into the final model, any Lightning strategy (DDP).
@@ -120,13 +121,19 @@ class ASRModule(L.LightningModule):
         super().__init__()
         self.cfg, self.model = cfg, recognizer
         self.specaug = SpecAugment(cfg.specaug, cfg.features.dim)
+        if cfg.data.vtlp and not (len(cfg.data.vtlp) == 2 and 0 < cfg.data.vtlp[0] <= cfg.data.vtlp[1]):
+            raise ValueError(f"data.vtlp must be [min, max] warp factors with 0 < min <= max, got {cfg.data.vtlp}")
         self._val_counts: list[Tensor] = []
         self._last_step_time: float | None = None
 
     def _forward(self, batch: Batch) -> tuple[Tensor, Tensor, Tensor, dict]:
         """Teacher-forced pass: returns loss, encoder output, its lengths, and stats to log."""
         tok = self.model.tokenizer
-        feats, feat_lengths = self.model.features(batch.wavs, batch.wav_lengths)  # (batch, frames, dim)
+        warp = None
+        if self.training and self.cfg.data.vtlp:  # one factor per utterance, uniform in [min, max]
+            lo, hi = self.cfg.data.vtlp
+            warp = lo + (hi - lo) * torch.rand(batch.wavs.shape[0], device=batch.wavs.device)
+        feats, feat_lengths = self.model.features(batch.wavs, batch.wav_lengths, warp)  # (batch, frames, dim)
         if self.training:
             feats = self.specaug(feats, feat_lengths)
         ys_in, ys_out = teacher_forcing_targets(batch.tokens, batch.token_lengths, tok.sos, tok.eos, tok.pad)

@@ -22,6 +22,7 @@ from asr.features import (
     frame_counts,
     kaldi_mel_matrix,
     make_frontend,
+    vtlp_positions,
 )
 
 SR = 16000
@@ -249,6 +250,42 @@ def test_dither_only_in_training() -> None:
     b, _ = fbank(wav, lens)
     assert torch.equal(a, b)  # reproducible from torch's global seed
     assert 0 < (a - clean).abs().max() < 0.1  # one int16 step of noise barely moves a loud signal
+
+
+def tone(freq: float, n: int = 8000) -> torch.Tensor:
+    return torch.sin(2 * torch.pi * freq * torch.arange(n) / SR)[None].float()  # (1, n)
+
+
+def test_vtlp_moves_the_spectrum_by_the_factor() -> None:
+    fbank = Fbank(FeatureConfig()).eval()
+    lens = torch.tensor([8000])
+    plain, _ = fbank(tone(1000.0), lens)
+    same, _ = fbank(tone(1000.0), lens, warp=torch.tensor([1.0]))
+    torch.testing.assert_close(same, plain, atol=1e-3, rtol=0)
+    for a in (0.9, 1.1):
+        # Channel i reads the spectrum at a * (its centre): a 1 kHz tone lands where a (1000 / a) Hz tone lands.
+        warped, _ = fbank(tone(1000.0), lens, warp=torch.tensor([a]))
+        target, _ = fbank(tone(1000.0 / a), lens)
+        peak, want = warped[0].mean(0).argmax(), target[0].mean(0).argmax()
+        assert int(peak) == int(want) and int(peak) != int(plain[0].mean(0).argmax())
+    pos = vtlp_positions(torch.tensor([0.8, 1.0, 1.2]), FeatureConfig())
+    assert torch.all(pos[:, 1:] >= pos[:, :-1])  # a monotonic warp of the axis
+    torch.testing.assert_close(pos[1], torch.arange(80).float(), atol=1e-3, rtol=0)
+    assert torch.all(pos[:, -1] > 77)  # near the band edge the warp returns to the identity
+
+
+def test_vtlp_per_utterance_keeps_padding_and_reaches_mfcc() -> None:
+    wav, lens = batch_of([8000, 16123])
+    fbank = Fbank(FeatureConfig()).eval()
+    plain, counts = fbank(wav, lens)
+    warped, counts2 = fbank(wav, lens, warp=torch.tensor([1.0, 1.1]))
+    assert torch.equal(counts, counts2) and warped.shape == plain.shape
+    torch.testing.assert_close(warped[0], plain[0], atol=1e-3, rtol=0)  # factor 1: unchanged
+    assert (warped[1] - plain[1]).abs().max() > 0.5
+    assert torch.all(warped[0, int(counts[0]) :] == 0)  # padding frames stay 0
+    mfcc = MFCC(FeatureConfig(kind="mfcc")).eval()
+    ceps, _ = mfcc(wav, lens, warp=torch.tensor([1.1, 1.1]))
+    assert (ceps - mfcc(wav, lens)[0]).abs().max() > 0.1
 
 
 def test_make_frontend() -> None:

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from asr.config import Config, SpecAugmentConfig, load_config
-from asr.data.dataset import SpeechDataset
+from asr.data.dataset import SpeechDataset, collate
 from asr.data.manifest import read_manifest
 from asr.data.sampler import BucketBatchSampler
 from asr.features import time_warp
@@ -165,6 +165,28 @@ def test_speed_perturbation_and_noise():
     assert abs(float(snr) - 10) < 0.5
     with pytest.raises(ValueError, match="noise_snr"):
         SpeechDataset([], tok, 16000, noise_snr=[10])
+
+
+def test_vtlp_draws_a_factor_per_training_utterance():
+    from asr.recognizer import Recognizer
+    from asr.training import ASRModule
+
+    cfg = Config()
+    cfg.model.d_model, cfg.model.d_ff, cfg.model.n_encoder_layers, cfg.model.n_decoder_layers = 32, 64, 1, 1
+    cfg.data.vtlp = [0.9, 1.1]
+    module = ASRModule(cfg, Recognizer(cfg, CharTokenizer.build(["abc"])))
+    seen = []  # the warp argument of each frontend call
+    module.model.frontend.register_forward_pre_hook(lambda _m, args: seen.append(args[2]))
+    tok = module.model.tokenizer
+    batch = collate([(0, torch.randn(8000) * 0.1, torch.tensor(tok.encode("ab"))),
+                     (1, torch.randn(6000) * 0.1, torch.tensor(tok.encode("c")))], tok.pad)
+    module.train()._forward(batch)
+    module.eval()._forward(batch)
+    assert seen[0].shape == (2,) and torch.all((seen[0] >= 0.9) & (seen[0] <= 1.1)) and seen[0][0] != seen[0][1]
+    assert seen[1] is None  # validation sees the real spectrum
+    cfg.data.vtlp = [1.1]
+    with pytest.raises(ValueError, match="data.vtlp"):
+        ASRModule(cfg, Recognizer(cfg, CharTokenizer.build(["abc"])))
 
 
 def test_time_warp_keeps_length_and_content_range():
