@@ -36,6 +36,7 @@ class FeatureConfig:
     remove_dc: bool = True
     dither: float = 0.0  # Gaussian dither amplitude (int16 scale / 32768); training only
     delta_window: int = 2  # regression half-width for deltas (HTK/Kaldi: 2 -> 5 frames)
+    cmvn: str = "global"  # "global": corpus mean and std; "utterance": each utterance's own mean, then corpus std
 
     @property
     def dim(self) -> int:

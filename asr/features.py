@@ -7,6 +7,7 @@
         warped by its factor (training augmentation; see vtlp_positions)
     make_frontend(cfg) -> Fbank or MFCC, chosen by cfg.kind
     GlobalCMVN(dim)(feats, lengths) -> (feats - mean) / std, padding kept at 0; stats from CMVNStats
+        (utterance_mean=True: each utterance's own mean removed first)
     SpecAugment(cfg, n_features)(feats, lengths) -> feats with frequency/time masks set to 0 (training only)
 
 The fbank follows Kaldi's compute-fbank-feats (and torchaudio.compliance.kaldi.fbank): snip_edges framing
@@ -333,15 +334,22 @@ def valid_mask(lengths: Tensor, n_frames: int) -> Tensor:
 
 
 class GlobalCMVN(nn.Module):
-    """(x - mean) / std with corpus statistics; the buffers travel in the state_dict (and the model file)."""
+    """(x - mean) / std with corpus statistics; the buffers travel in the state_dict (and the model file).
 
-    def __init__(self, dim: int):
+    With utterance_mean=True each utterance's own mean comes off first (cepstral mean normalisation, as Kaldi's
+    per-utterance CMVN or ESPnet's utterance_mvn): a fixed microphone or room colouring, and part of a voice's
+    spectral tilt, is a constant offset in the log-mel domain, which a corpus mean cannot remove for a speaker
+    the corpus never heard. The corpus statistics are then those of the mean-removed features (mean ~0).
+    """
+
+    def __init__(self, dim: int, utterance_mean: bool = False):
         super().__init__()
+        self.utterance_mean = utterance_mean
         self.register_buffer("mean", torch.zeros(dim))
         self.register_buffer("std", torch.ones(dim))
 
     def set_stats(self, mean: Tensor, std: Tensor) -> None:
-        """Load (dim,) statistics, e.g. CMVNStats.mean_std() over the training set."""
+        """Load (dim,) statistics, e.g. CMVNStats.mean_std() over the training set (of `centre`'s output)."""
         if mean.shape != self.mean.shape or std.shape != self.std.shape:
             raise ValueError(f"GlobalCMVN: stats must have shape {tuple(self.mean.shape)}, "
                              f"got mean {tuple(mean.shape)}, std {tuple(std.shape)}")
@@ -350,10 +358,18 @@ class GlobalCMVN(nn.Module):
         self.mean.copy_(mean)
         self.std.copy_(std)
 
+    def centre(self, feats: Tensor, lengths: Tensor) -> Tensor:
+        """Each utterance minus its own mean over valid frames when utterance_mean, else feats unchanged."""
+        if not self.utterance_mean:
+            return feats
+        mask = valid_mask(lengths.to(feats.device), feats.shape[1])[..., None]  # (batch, frames, 1)
+        count = mask.sum(dim=1).clamp_min(1)  # (batch, 1)
+        return feats - (feats * mask).sum(dim=1, keepdim=True) / count[..., None]
+
     def forward(self, feats: Tensor, lengths: Tensor) -> Tensor:
         """feats (batch, frames, dim), lengths (batch,) -> normalised feats; padded frames stay exactly 0."""
         mask = valid_mask(lengths.to(feats.device), feats.shape[1])[..., None]  # (batch, frames, 1)
-        return ((feats - self.mean) / self.std) * mask
+        return ((self.centre(feats, lengths) - self.mean) / self.std) * mask
 
 
 class CMVNStats:

@@ -53,7 +53,9 @@ class Recognizer(nn.Module):
         cfg.model.n_features = cfg.features.dim
         self.cfg, self.tokenizer = cfg, tokenizer
         self.frontend = make_frontend(cfg.features)
-        self.cmvn = GlobalCMVN(cfg.features.dim)
+        if cfg.features.cmvn not in ("global", "utterance"):
+            raise ValueError(f"features.cmvn must be 'global' or 'utterance', got '{cfg.features.cmvn}'")
+        self.cmvn = GlobalCMVN(cfg.features.dim, utterance_mean=cfg.features.cmvn == "utterance")
         self.network = SpeechTransformer(cfg.model)
         self.fusion: LMFusion | None = None
 

@@ -337,7 +337,8 @@ class ASRModule(L.LightningModule):
 
 
 def compute_cmvn(recognizer: Recognizer, utts: list[Utterance], max_hours: float = 3.0, seed: int = 0) -> None:
-    """Global mean/variance of the training features (a seeded random subset of at most `max_hours`)."""
+    """Global mean/variance of the training features (a seeded random subset of at most `max_hours`), after
+    per-utterance mean removal when the config asks for it."""
     utts = list(utts)
     random.Random(seed).shuffle(utts)
     stats, total, sr = CMVNStats(), 0.0, recognizer.cfg.features.sample_rate
@@ -359,7 +360,8 @@ def compute_cmvn(recognizer: Recognizer, utts: list[Utterance], max_hours: float
                     log.warning("CMVN: skipping %s", e)
             if wavs:
                 padded, lengths = pad_waveforms(wavs)
-                stats.add(*frontend(padded, lengths))
+                feats, frames = frontend(padded, lengths)
+                stats.add(recognizer.cmvn.centre(feats, frames), frames)
     mean, std = stats.mean_std()
     recognizer.cmvn.set_stats(mean, std)
     log.info("CMVN statistics from %d utterances (%.2f h)", len(chosen), total / 3600)

@@ -351,6 +351,25 @@ def test_global_cmvn_normalises_and_keeps_padding_zero() -> None:
         cmvn.set_stats(torch.zeros(5), torch.ones(5))
 
 
+def test_utterance_cmvn_removes_a_channel_offset() -> None:
+    feats, lengths = _random_padded_feats()
+    mask = (torch.arange(50) < lengths[:, None])[..., None]
+    cmvn = GlobalCMVN(6, utterance_mean=True)
+    centred = cmvn.centre(feats, lengths)
+    stats = CMVNStats()
+    stats.add(centred, lengths)
+    cmvn.set_stats(*stats.mean_std())
+    assert cmvn.mean.abs().max() < 1e-5  # statistics of mean-removed features
+    out = cmvn(feats, lengths)
+    for b, n in enumerate(lengths.tolist()):  # every utterance has mean 0 in every dimension
+        assert out[b, :n].mean(0).abs().max() < 1e-5
+    # A fixed colouring (microphone, room) is a per-dimension offset in the log-mel domain: it disappears.
+    coloured = (feats + torch.linspace(-3, 3, 6)) * mask
+    torch.testing.assert_close(cmvn(coloured, lengths), out)
+    assert out[~mask.expand_as(out)].abs().max() == 0
+    torch.testing.assert_close(GlobalCMVN(6).centre(feats, lengths), feats)  # global mode: no per-utterance step
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # SpecAugment
 

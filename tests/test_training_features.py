@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from asr.config import Config, SpecAugmentConfig, load_config
-from asr.data.dataset import SpeechDataset, collate
+from asr.data.dataset import SpeechDataset, collate, load_utterance
 from asr.data.manifest import read_manifest
 from asr.data.sampler import BucketBatchSampler
 from asr.features import time_warp
@@ -187,6 +187,28 @@ def test_vtlp_draws_a_factor_per_training_utterance():
     cfg.data.vtlp = [1.1]
     with pytest.raises(ValueError, match="data.vtlp"):
         ASRModule(cfg, Recognizer(cfg, CharTokenizer.build(["abc"])))
+
+
+def test_utterance_cmvn_statistics_and_model_file(tone_corpus, tmp_path):
+    from asr.data.dataset import load_split
+    from asr.recognizer import Recognizer, save_model
+    from asr.training import compute_cmvn
+
+    cfg = load_config(None, ["features.cmvn=utterance"])
+    utts = load_split(str(tone_corpus["train"]))[:40]
+    rec = Recognizer(cfg, CharTokenizer.build([u.text for u in utts]))
+    compute_cmvn(rec, utts)
+    assert rec.cmvn.utterance_mean and rec.cmvn.mean.abs().max() < 1e-3  # stats of mean-removed features
+    wav = load_utterance(utts[0], 16000)[None]
+    wav = wav + 0.01 * torch.randn(wav.shape, generator=torch.Generator().manual_seed(0))  # no band at the floor
+    feats, n = rec.features(wav, torch.tensor([wav.shape[1]]))
+    assert feats[0, : int(n[0])].mean(0).abs().max() < 1e-3
+    louder = rec.features(wav * 3.0, torch.tensor([wav.shape[1]]))[0]  # a gain is an offset in log-mel: removed
+    torch.testing.assert_close(louder, feats, atol=1e-3, rtol=0)
+    loaded = load_model(save_model(tmp_path / "m.pt", rec))
+    assert loaded.cmvn.utterance_mean and torch.equal(loaded.cmvn.std, rec.cmvn.std)
+    with pytest.raises(ValueError, match="features.cmvn"):
+        Recognizer(load_config(None, ["features.cmvn=speaker"]), rec.tokenizer)
 
 
 def test_time_warp_keeps_length_and_content_range():
