@@ -64,24 +64,30 @@ def kaldi_window(kind: str, win: int) -> Tensor:
     raise ValueError(f"features: unknown window '{kind}' (known: povey, hann, hamming)")
 
 
-def kaldi_mel_matrix(n_mels: int, n_fft: int, sample_rate: int, low_freq: float, high_freq: float) -> Tensor:
-    """Kaldi mel filterbank as a (n_fft // 2 + 1, n_mels) matrix: power spectrum @ matrix = mel energies.
+def hz_to_mel(f: Tensor | float) -> Tensor:
+    """Hz -> mel = 1127 ln(1 + f / 700) (Kaldi's scale), float64."""
+    return 1127.0 * torch.log1p(torch.as_tensor(f, dtype=torch.float64) / 700.0)
 
-    Triangles are linear in mel = 1127 ln(1 + f / 700), with n_mels + 2 equally spaced edges from low_freq to
-    high_freq (<= 0 means Nyquist + high_freq). Like Kaldi, the Nyquist bin gets no weight.
-    """
+
+def mel_edges(n_mels: int, sample_rate: int, low_freq: float, high_freq: float) -> Tensor:
+    """The n_mels + 2 equally spaced mel points from low_freq to high_freq (<= 0 means Nyquist + high_freq):
+    filter i rises from edge i, peaks at edge i + 1 and falls to edge i + 2. (n_mels + 2,) float64."""
     nyquist = sample_rate / 2
     if high_freq <= 0:
         high_freq += nyquist
     if not (0 <= low_freq < nyquist and 0 < high_freq <= nyquist and low_freq < high_freq):
         raise ValueError(f"features: bad mel range low_freq={low_freq}, high_freq={high_freq} (Nyquist {nyquist})")
+    return torch.linspace(0, 1, n_mels + 2, dtype=torch.float64) * (hz_to_mel(high_freq) - hz_to_mel(low_freq)) + hz_to_mel(low_freq)
 
-    def mel(f: Tensor | float) -> Tensor:
-        return 1127.0 * torch.log1p(torch.as_tensor(f, dtype=torch.float64) / 700.0)
 
-    edges = torch.linspace(0, 1, n_mels + 2, dtype=torch.float64) * (mel(high_freq) - mel(low_freq)) + mel(low_freq)
+def kaldi_mel_matrix(n_mels: int, n_fft: int, sample_rate: int, low_freq: float, high_freq: float) -> Tensor:
+    """Kaldi mel filterbank as a (n_fft // 2 + 1, n_mels) matrix: power spectrum @ matrix = mel energies.
+
+    Triangles are linear in mel, between the points of mel_edges. Like Kaldi, the Nyquist bin gets no weight.
+    """
+    edges = mel_edges(n_mels, sample_rate, low_freq, high_freq)
     left, centre, right = edges[:-2, None], edges[1:-1, None], edges[2:, None]  # (n_mels, 1)
-    bin_mel = mel(torch.arange(n_fft // 2, dtype=torch.float64) * sample_rate / n_fft)  # (n_fft // 2,)
+    bin_mel = hz_to_mel(torch.arange(n_fft // 2, dtype=torch.float64) * sample_rate / n_fft)  # (n_fft // 2,)
     up = (bin_mel - left) / (centre - left)
     down = (right - bin_mel) / (right - centre)
     weights = torch.clamp(torch.minimum(up, down), min=0)  # (n_mels, n_fft // 2)
@@ -468,17 +474,15 @@ def vtlp_positions(factors: Tensor, cfg: FeatureConfig, boundary: float = 0.8) -
     to a * f; above, a line joins that point to (high_freq, high_freq), so the band edge stays put (Kaldi's VTLN
     warp has the same shape). factors (batch,) -> fractional channel indices (batch, n_mels) in [0, n_mels - 1].
     """
-    nyquist = cfg.sample_rate / 2
-    high = cfg.high_freq if cfg.high_freq > 0 else nyquist + cfg.high_freq
-    mel_lo, mel_hi = 1127.0 * math.log1p(cfg.low_freq / 700.0), 1127.0 * math.log1p(high / 700.0)
-    step = (mel_hi - mel_lo) / (cfg.n_mels + 1)  # the mel spacing of the filter centres
-    centre_mel = mel_lo + step * torch.arange(1, cfg.n_mels + 1, dtype=torch.float64, device=factors.device)
-    f = 700.0 * torch.expm1(centre_mel / 1127.0)[None]  # (1, n_mels) Hz
+    edges = mel_edges(cfg.n_mels, cfg.sample_rate, cfg.low_freq, cfg.high_freq).to(factors.device)
+    step = edges[1] - edges[0]
+    high = 700.0 * torch.expm1(edges[-1] / 1127.0)  # Hz
+    f = 700.0 * torch.expm1(edges[1:-1] / 1127.0)[None]  # filter centres (1, n_mels) Hz
     a = factors.to(torch.float64)[:, None]  # (batch, 1)
     knee_out = boundary * high * torch.clamp(a, max=1.0)  # where the warped axis leaves the line a * f
     knee_in = knee_out / a
     warped = torch.where(f <= knee_in, a * f, high - (high - knee_out) / (high - knee_in) * (high - f))
-    pos = (1127.0 * torch.log1p(warped / 700.0) - mel_lo) / step - 1.0  # (batch, n_mels) channel index
+    pos = (hz_to_mel(warped) - edges[1]) / step  # (batch, n_mels) fractional channel index
     return pos.clamp(0, cfg.n_mels - 1).float()
 
 
