@@ -2,26 +2,33 @@
 # Unseen-speaker evaluation on FSDD: for each of the speakers, train on the others and test on all of that
 # speaker's recordings. Prints a WER table (beam 5 + CTC). Usage:
 #   MINUTES=10 bash recipes/fsdd/unseen_speakers.sh [config overrides]     (FSDD_DIR defaults to ../shared/data/fsdd)
-# SPEAKERS="george lucas" picks held-out speakers; OUT=exp/fsdd_unseen_vtlp keeps a variant's models and table apart.
+# SPEAKERS="george lucas" picks held-out speakers; OUT=exp/fsdd_unseen_vtlp keeps a variant's models and table apart;
+# TTS=1 adds that many eSpeak NG copies of every training transcript, in random synthetic voices (`corpus` extra).
 set -euo pipefail
 ASR=${ASR:-asr}
 FSDD_DIR=${FSDD_DIR:-../shared/data/fsdd}
 MINUTES=${MINUTES:-10}
 SPEAKERS=${SPEAKERS:-"george jackson lucas nicolas yweweler"}
 OUT=${OUT:-exp/fsdd_unseen}
+TTS=${TTS:-0}
 table=$OUT/results.md
 mkdir -p $OUT
-echo "| held-out speaker | test WER (beam 5 + CTC) | CER | train minutes |" > $table
-echo "| --- | --- | --- | --- |" >> $table
+echo "| held-out speaker | test WER (beam 5 + CTC) | CER | train minutes | TTS copies |" > $table
+echo "| --- | --- | --- | --- | --- |" >> $table
 for spk in $SPEAKERS; do
     $ASR prepare fsdd --data-dir "$FSDD_DIR" --out data/fsdd_unseen_$spk --held-out-speakers $spk
+    train=data/fsdd_unseen_$spk/train.jsonl
+    if [ "$TTS" -gt 0 ]; then
+        $ASR prepare tts --texts $train --out data/fsdd_unseen_${spk}_tts$TTS --copies $TTS
+        train=data/fsdd_unseen_${spk}_tts$TTS/mixed.jsonl  # the real recordings + the synthetic copies
+    fi
     $ASR train --config recipes/fsdd/conf.yaml train.out_dir=$OUT/$spk train.max_minutes=$MINUTES \
-        data.train_manifest=data/fsdd_unseen_$spk/train.jsonl data.dev_manifest=data/fsdd_unseen_$spk/dev.jsonl \
+        data.train_manifest=$train data.dev_manifest=data/fsdd_unseen_$spk/dev.jsonl \
         data.test_manifest=data/fsdd_unseen_$spk/test.jsonl train.progress_bar=false "$@"
     out=$($ASR evaluate --model $OUT/$spk/model.pt --manifest data/fsdd_unseen_$spk/test.jsonl --beam-size 5)
     echo "$out"
     wer=$(echo "$out" | sed -n 's/^WER \([0-9.]*\)%.*/\1/p')
     cer=$(echo "$out" | sed -n 's/.*CER \([0-9.]*\)%.*/\1/p')
-    echo "| $spk | $wer% | $cer% | $MINUTES |" >> $table
+    echo "| $spk | $wer% | $cer% | $MINUTES | $TTS |" >> $table
 done
 cat $table
