@@ -3,7 +3,7 @@
 # speaker's recordings. Prints a WER table (beam 5 + CTC). Usage:
 #   MINUTES=10 bash recipes/fsdd/unseen_speakers.sh [config overrides]     (FSDD_DIR defaults to ../shared/data/fsdd)
 # SPEAKERS="george lucas" picks held-out speakers; OUT=exp/fsdd_unseen_vtlp keeps a variant's models and table apart;
-# TTS=1 adds that many eSpeak NG copies of every training transcript, in random synthetic voices (`corpus` extra).
+# TTS=N adds N eSpeak NG copies of every training transcript, in random synthetic voices (`corpus` extra).
 set -euo pipefail
 ASR=${ASR:-asr}
 FSDD_DIR=${FSDD_DIR:-../shared/data/fsdd}
