@@ -69,6 +69,11 @@ def hz_to_mel(f: Tensor | float) -> Tensor:
     return 1127.0 * torch.log1p(torch.as_tensor(f, dtype=torch.float64) / 700.0)
 
 
+def mel_to_hz(m: Tensor) -> Tensor:
+    """The inverse of hz_to_mel."""
+    return 700.0 * torch.expm1(m / 1127.0)
+
+
 def mel_edges(n_mels: int, sample_rate: int, low_freq: float, high_freq: float) -> Tensor:
     """The n_mels + 2 equally spaced mel points from low_freq to high_freq (<= 0 means Nyquist + high_freq):
     filter i rises from edge i, peaks at edge i + 1 and falls to edge i + 2. (n_mels + 2,) float64."""
@@ -77,7 +82,8 @@ def mel_edges(n_mels: int, sample_rate: int, low_freq: float, high_freq: float) 
         high_freq += nyquist
     if not (0 <= low_freq < nyquist and 0 < high_freq <= nyquist and low_freq < high_freq):
         raise ValueError(f"features: bad mel range low_freq={low_freq}, high_freq={high_freq} (Nyquist {nyquist})")
-    return torch.linspace(0, 1, n_mels + 2, dtype=torch.float64) * (hz_to_mel(high_freq) - hz_to_mel(low_freq)) + hz_to_mel(low_freq)
+    lo, hi = hz_to_mel(low_freq), hz_to_mel(high_freq)
+    return lo + (hi - lo) * torch.linspace(0, 1, n_mels + 2, dtype=torch.float64)
 
 
 def kaldi_mel_matrix(n_mels: int, n_fft: int, sample_rate: int, low_freq: float, high_freq: float) -> Tensor:
@@ -476,8 +482,8 @@ def vtlp_positions(factors: Tensor, cfg: FeatureConfig, boundary: float = 0.8) -
     """
     edges = mel_edges(cfg.n_mels, cfg.sample_rate, cfg.low_freq, cfg.high_freq).to(factors.device)
     step = edges[1] - edges[0]
-    high = 700.0 * torch.expm1(edges[-1] / 1127.0)  # Hz
-    f = 700.0 * torch.expm1(edges[1:-1] / 1127.0)[None]  # filter centres (1, n_mels) Hz
+    high = mel_to_hz(edges[-1])  # Hz
+    f = mel_to_hz(edges[1:-1])[None]  # filter centres (1, n_mels) Hz
     a = factors.to(torch.float64)[:, None]  # (batch, 1)
     knee_out = boundary * high * torch.clamp(a, max=1.0)  # where the warped axis leaves the line a * f
     knee_in = knee_out / a
