@@ -149,6 +149,7 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
     rec = load_model(args.model, device=args.device)
     _attach_lm(rec, args)
     _set_decoder(rec, args)
+    _set_vtln(rec, args)
     sr = rec.cfg.features.sample_rate
     items, failed = _transcribe_inputs(args.audio)
     out_dir = Path(args.out_dir) if args.out_dir else None
@@ -201,6 +202,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     rec = load_model(args.model, device=args.device)
     lm_weight = _attach_lm(rec, args)
+    vtln = _set_vtln(rec, args)
     if _set_decoder(rec, args):
         result = evaluate(rec, args.manifest, batch_size=args.batch_size)
         name = f"{Path(args.manifest).stem}_" + re.sub(r"[^\w.-]+", "_", args.decoder)
@@ -216,7 +218,27 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         decoder += f", CTC weight {ctc_weight:g}" if ctc_weight > 0 else ", attention only"
     if lm_weight > 0:
         decoder += f", LM {args.lm} weight {lm_weight:g}"
+    if vtln:
+        name += "_vtln" + "-".join(f"{a:g}" for a in vtln)
+        decoder += f", test-time VTLN over warps {', '.join(f'{a:g}' for a in vtln)}"
     return _report_evaluation(args, result, name, decoder)
+
+
+def _set_vtln(rec, args: argparse.Namespace) -> list[float]:
+    """--vtln-warps 0.92,0.96,1,1.04,1.08: test-time VTLN in attention search (decode.vtln_warps)."""
+    from asr.recognizer import check_warps
+
+    if getattr(args, "vtln_warps", None) is None:
+        return list(rec.cfg.decode.vtln_warps)
+    if getattr(args, "decoder", None):
+        raise ValueError("--vtln-warps applies to attention search (greedy or beam), not to --decoder setups")
+    try:
+        warps = [float(x) for x in args.vtln_warps.split(",") if x.strip()]
+    except ValueError:
+        raise ValueError(f"--vtln-warps must be comma-separated numbers, got {args.vtln_warps!r}") from None
+    check_warps(warps)
+    rec.cfg.decode.vtln_warps = warps
+    return warps
 
 
 def _set_decoder(rec, args: argparse.Namespace) -> bool:
@@ -360,6 +382,9 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
     tr.add_argument("--lm", default=None, help="token LM file (asr train-lm) for shallow fusion in beam search")
     tr.add_argument("--lm-weight", type=float, default=None, help="LM weight (default: the model's decode.lm_weight)")
+    tr.add_argument("--vtln-warps", default=None, help="test-time VTLN: decode at each of these comma-separated "
+                    "frequency-warp factors and keep each utterance's best-scoring text, e.g. 0.92,0.96,1,1.04,1.08 "
+                    "(5x the search; for models trained with data.vtlp; default: the model's decode.vtln_warps)")
     tr.add_argument("audio", nargs="+", help="audio files, folders (searched recursively) or .jsonl manifests")
 
     e = sub.add_parser("evaluate", help="decode a manifest, print WER/CER, write per-utterance hypotheses")
@@ -374,6 +399,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--device", default="cpu")
     e.add_argument("--lm", default=None, help="token LM file (asr train-lm) for shallow fusion in beam search")
     e.add_argument("--lm-weight", type=float, default=None, help="LM weight (default: the model's decode.lm_weight)")
+    e.add_argument("--vtln-warps", default=None, help="test-time VTLN: decode at each of these comma-separated "
+                    "frequency-warp factors and keep each utterance's best-scoring text, e.g. 0.92,0.96,1,1.04,1.08 "
+                    "(5x the search; for models trained with data.vtlp; default: the model's decode.vtln_warps)")
 
     lm = sub.add_parser("train-lm", help="train a token LM on text, over an ASR model's vocabulary (for --lm)",
                         epilog="text: one sentence a line (--text) and/or the text fields of manifests (--manifest)")

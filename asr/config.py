@@ -146,6 +146,10 @@ class DecodeConfig:
     # A named decoding setup (asr/decoding/setups.py: "ctc", "nat-length", "nat-max", "mask-ctc:iterations=5", ...)
     # instead of attention search; "" = beam search of beam_size (greedy when 1).
     decoder: str = ""
+    # Test-time VTLN: attention search (greedy or beam) runs once per frequency-warp factor (the training VTLP warp)
+    # and each utterance keeps the hypothesis the model scores highest, fitting the warp to an unseen vocal tract.
+    # [] = off; [0.92, 0.96, 1.0, 1.04, 1.08] costs 5 searches.
+    vtln_warps: list = field(default_factory=list)
 
 
 @dataclass

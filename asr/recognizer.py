@@ -108,16 +108,41 @@ class Recognizer(nn.Module):
         with `ctc_weight` (default: the config's) when the model was trained with CTC. An attached LM with a
         weight > 0 is fused into beam search, and then beam_size 1 is a beam search of width 1.
         `decoder` (default: cfg.decode.decoder) names another setup, e.g. "nat-length" or "mask-ctc"; its score
-        is the attention decoder's log-probability of the text it found."""
+        is the attention decoder's log-probability of the text it found. With cfg.decode.vtln_warps, attention
+        search runs once per warp factor and each utterance keeps its best-scoring hypotheses (test-time VTLN)."""
         dec = self.cfg.decode
         decoder = dec.decoder if decoder is None else decoder
         if decoder:
             return self._recognize_with(decoder, wavs, lengths, with_scores)
         beam_size = dec.beam_size if beam_size is None else beam_size
         ctc_weight = self.decode_ctc_weight if ctc_weight is None else ctc_weight
-        feats, feat_lengths = self.features(wavs, lengths)
+        if not dec.vtln_warps:
+            return self._search(wavs, lengths, beam_size, nbest, ctc_weight, with_scores)
+        check_warps(dec.vtln_warps)
+        # Test-time VTLN: the warp under which the model is most sure of its answer is the one that best maps this
+        # speaker's vocal tract onto the ones it was trained on (maximum-likelihood warp selection, per utterance).
+        runs = [self._search(wavs, lengths, beam_size, nbest, ctc_weight, True, warp=a) for a in dec.vtln_warps]
+        if nbest == 1:
+            runs = [[[h] for h in run] for run in runs]  # each run: per row, an n-best list of (text, score)
+        merged = []
+        for row in zip(*runs):
+            best: dict[str, float] = {}
+            for text, score in (h for hs in row for h in hs):
+                best[text] = max(score, best.get(text, float("-inf")))
+            merged.append(sorted(best.items(), key=lambda h: h[1], reverse=True)[:nbest] or [("", float("-inf"))])
+        if nbest > 1:
+            return merged
+        return [hs[0] if with_scores else hs[0][0] for hs in merged]
+
+    def _search(
+        self, wavs: Tensor, lengths: Tensor, beam_size: int, nbest: int, ctc_weight: float, with_scores: bool,
+        warp: float | None = None,
+    ) -> list:
+        """Attention search (greedy for beam 1 without an LM), on features warped by `warp` if given."""
+        dec, tok = self.cfg.decode, self.tokenizer
+        factors = None if warp is None or warp == 1.0 else torch.full((wavs.size(0),), float(warp), device=wavs.device)
+        feats, feat_lengths = self.features(wavs, lengths, factors)
         memory, memory_lengths = self.network.encoder(feats, feat_lengths)  # (batch, frames/4, d_model)
-        tok = self.tokenizer
         fusion = self.fusion if self.fusion is not None and self.fusion.weight > 0 else None
         if beam_size <= 1 and nbest == 1 and fusion is None:
             ids = greedy_search(self.network.decoder, memory, memory_lengths, tok.sos, tok.eos, dec.max_len_ratio)
@@ -252,6 +277,13 @@ class Recognizer(nn.Module):
             for i, text in zip(idx, out):
                 texts[i] = text
         return texts
+
+
+def check_warps(warps: Sequence[float]) -> None:
+    """decode.vtln_warps must be frequency-warp factors near 1 (a vocal tract at most ~1.5x longer or shorter)."""
+    bad = [a for a in warps if not (isinstance(a, (int, float)) and 0.67 <= a <= 1.5)]
+    if bad:
+        raise ValueError(f"decode.vtln_warps must be warp factors in [0.67, 1.5] (e.g. [0.92, 1.0, 1.08]), got {bad}")
 
 
 def pad_waveforms(wavs: list[Tensor]) -> tuple[Tensor, Tensor]:

@@ -9,7 +9,7 @@ import asr.benchmark
 from asr.benchmark import aligned_pair, score_system, short_labels
 from asr.cli import main
 from asr.data.manifest import Utterance, read_manifest, write_manifest
-from asr.decoding.setups import parse_decoders
+from asr.decoding.setups import parse_decoder, parse_decoders
 from asr.stats import bootstrap_interval, paired_bootstrap
 
 
@@ -62,6 +62,11 @@ def test_decoder_setups_parse_to_canonical_names_and_reject_unknowns():
         parse_decoders(["beam3:length_penalty=high"])
     with pytest.raises(ValueError, match="max_len_ratio"):  # greedy takes no lm/ctc parameters
         parse_decoders(["greedy:lm_weight=0.3"])
+    vtln = parse_decoder("beam5:vtln_warps=0.92/1/1.08")  # list values are written with slashes
+    assert vtln.canonical == "beam5:vtln_warps=0.92/1.0/1.08"
+    assert vtln.all_params() == {"beam_size": 5, "vtln_warps": (0.92, 1.0, 1.08)}
+    with pytest.raises(ValueError, match="list of numbers"):
+        parse_decoder("greedy:vtln_warps=0.9/high")
 
 
 def test_scoring_counts_errors_per_utterance_and_aligns_them():

@@ -140,6 +140,42 @@ def test_scores_are_hypothesis_log_probabilities(tone_model, tone_corpus):
         assert g == pytest.approx(b, abs=1e-3) and g <= 0.0
 
 
+def test_vtln_keeps_each_utterances_best_scoring_warp(tone_model, tone_corpus, tmp_path, capsys):
+    from asr.recognizer import pad_waveforms
+
+    rec = load_model(tone_model)
+    utts = read_manifest(tone_corpus["test"])[:6]
+    wavs, lengths = pad_waveforms([rec.load_input(u.audio_filepath) for u in utts])
+    warps = [0.9, 1.0, 1.12]
+    plain = rec.recognize(wavs, lengths, beam_size=3, ctc_weight=0.0, with_scores=True)
+    per_warp = [rec._search(wavs, lengths, 3, 1, 0.0, True, warp=a) for a in warps]
+    assert per_warp[1] == plain  # warp 1 is no warp
+    assert per_warp[0] != per_warp[2]  # the warp reaches the features: scores move
+    rec.cfg.decode.vtln_warps = warps
+    chosen = rec.recognize(wavs, lengths, beam_size=3, ctc_weight=0.0, with_scores=True)
+    for i, (text, score) in enumerate(chosen):
+        best = max((run[i] for run in per_warp), key=lambda h: h[1])
+        assert (text, score) == best and score >= plain[i][1]
+    assert rec.recognize(wavs, lengths, beam_size=3, ctc_weight=0.0) == [t for t, _ in chosen]
+    nbest = rec.recognize(wavs, lengths, beam_size=3, ctc_weight=0.0, nbest=3)
+    for hs, top in zip(nbest, chosen):  # n-best lists merged over warps: best first, each text once
+        assert hs[0] == top and len({t for t, _ in hs}) == len(hs) <= 3
+        assert [s for _, s in hs] == sorted((s for _, s in hs), reverse=True)
+    rec.cfg.decode.vtln_warps = [0.9, 3.0]
+    with pytest.raises(ValueError, match="vtln_warps.*3.0"):
+        rec.recognize(wavs, lengths, beam_size=3)
+
+    # The command line: --vtln-warps on evaluate names the run, and a bad list is a clear error.
+    out = tmp_path / "hyps.jsonl"
+    assert main(["evaluate", "--model", str(tone_model), "--manifest", str(tone_corpus["test"]), "--beam-size", "3",
+                 "--vtln-warps", "0.9,1,1.12", "--out", str(out)]) == 0
+    assert "test-time VTLN over warps 0.9, 1, 1.12" in capsys.readouterr().out
+    assert len(out.read_text().splitlines()) == len(read_manifest(tone_corpus["test"]))
+    assert main(["evaluate", "--model", str(tone_model), "--manifest", str(tone_corpus["test"]),
+                 "--vtln-warps", "0.9,x"]) == 2
+    assert "--vtln-warps" in capsys.readouterr().err
+
+
 def test_cli_folders_and_manifests(tone_model, tone_corpus, tmp_path, capsys):
     utts = read_manifest(tone_corpus["test"])[:3]
     folder = tmp_path / "in"

@@ -6,6 +6,7 @@
 
 A setup is written `name[:key=value,...]`. `greedy` is attention greedy search, `beamN` beam search of width N (joint
 CTC/attention with the model's CTC weight when it has a trained CTC head), `ctc` CTC best path on the CTC head.
+A list value is written with slashes: `beam5:vtln_warps=0.92/0.96/1/1.04/1.08` (test-time VTLN).
 A new decoder (e.g. non-autoregressive `nat-length`) plugs in with one `register(DecoderKind(...))`: its run
 function takes (recognizer, padded wavs, lengths, params) and returns one text per row.
 """
@@ -78,6 +79,8 @@ class DecoderSetup:
 
 
 def _fmt(v: Any) -> str:
+    if isinstance(v, tuple):  # a list parameter: vtln_warps=0.96/1.0/1.04
+        return "/".join(_fmt(x) for x in v)
     return repr(v) if isinstance(v, float) else str(v)
 
 
@@ -91,9 +94,12 @@ def _convert(setup: str, key: str, value: str, typ: type) -> Any:
             if value.lower() not in ("true", "false", "1", "0"):
                 raise ValueError
             return value.lower() in ("true", "1")
+        if typ is tuple:  # floats separated by "/" (commas separate parameters)
+            return tuple(float(x) for x in value.split("/"))
         return typ(value)
     except ValueError:
-        raise ValueError(f"decoder {setup!r}: {key}={value!r} is not a valid {typ.__name__}") from None
+        what = "list of numbers separated by '/'" if typ is tuple else typ.__name__
+        raise ValueError(f"decoder {setup!r}: {key}={value!r} is not a valid {what}") from None
 
 
 def parse_decoder(text: str) -> DecoderSetup:
@@ -188,6 +194,10 @@ def _decode_settings(recognizer: "Recognizer", overrides: dict, lm_weight: float
 
 def _check_routes(recognizer: "Recognizer", params: dict) -> None:
     _routes(recognizer, params)
+    if "vtln_warps" in params:
+        from asr.recognizer import check_warps
+
+        check_warps(params["vtln_warps"])
 
 
 def _run_attention(recognizer: "Recognizer", wavs: "Tensor", lengths: "Tensor", params: dict) -> list[str]:
@@ -218,11 +228,14 @@ def _run_ctc(recognizer: "Recognizer", wavs: "Tensor", lengths: "Tensor", params
     return [recognizer.tokenizer.decode(seq) for seq in ids]
 
 
-register(DecoderKind("greedy", _run_greedy, {"max_len_ratio": float}, "attention greedy search", check=_check_routes))
+register(DecoderKind("greedy", _run_greedy, {"max_len_ratio": float, "vtln_warps": tuple}, "attention greedy search",
+                     check=_check_routes))
 register(DecoderKind(
     "beam", _run_attention,
-    {"beam_size": int, "ctc_weight": float, "length_penalty": float, "max_len_ratio": float, "lm_weight": float},
-    "beam search of width N (beam10); joint CTC/attention with the model's CTC weight when it has a CTC head",
+    {"beam_size": int, "ctc_weight": float, "length_penalty": float, "max_len_ratio": float, "lm_weight": float,
+     "vtln_warps": tuple},
+    "beam search of width N (beam10); joint CTC/attention with the model's CTC weight when it has a CTC head; "
+    "vtln_warps=0.92/0.96/1/1.04/1.08: test-time VTLN (one search per warp, each utterance's best kept)",
     size_param="beam_size", check=_check_routes,
 ))
 register(DecoderKind("ctc", _run_ctc, {}, "CTC best path (greedy) on the CTC head", check=_check_ctc))
