@@ -4,6 +4,7 @@
 #   MINUTES=10 bash recipes/fsdd/unseen_speakers.sh [config overrides]     (FSDD_DIR defaults to ../shared/data/fsdd)
 # SPEAKERS="george lucas" picks held-out speakers; OUT=exp/fsdd_unseen_vtlp keeps a variant's models and table apart;
 # TTS=N adds N eSpeak NG copies of every training transcript, in random synthetic voices (`corpus` extra).
+# Each model is also decoded with test-time VTLN over VTLN_WARPS (5 searches; VTLN_WARPS= skips it).
 set -euo pipefail
 ASR=${ASR:-asr}
 FSDD_DIR=${FSDD_DIR:-../shared/data/fsdd}
@@ -11,10 +12,11 @@ MINUTES=${MINUTES:-10}
 SPEAKERS=${SPEAKERS:-"george jackson lucas nicolas yweweler"}
 OUT=${OUT:-exp/fsdd_unseen}
 TTS=${TTS:-0}
+VTLN_WARPS=${VTLN_WARPS-0.92,0.96,1,1.04,1.08}
 table=$OUT/results.md
 mkdir -p $OUT
-echo "| held-out speaker | test WER (beam 5 + CTC) | CER | train minutes | TTS copies |" > $table
-echo "| --- | --- | --- | --- | --- |" >> $table
+echo "| held-out speaker | test WER (beam 5 + CTC) | CER | + test-time VTLN: WER | CER | train minutes | TTS copies |" > $table
+echo "| --- | --- | --- | --- | --- | --- | --- |" >> $table
 for spk in $SPEAKERS; do
     $ASR prepare fsdd --data-dir "$FSDD_DIR" --out data/fsdd_unseen_$spk --held-out-speakers $spk
     train=data/fsdd_unseen_$spk/train.jsonl
@@ -29,6 +31,14 @@ for spk in $SPEAKERS; do
     echo "$out"
     wer=$(echo "$out" | sed -n 's/^WER \([0-9.]*\)%.*/\1/p')
     cer=$(echo "$out" | sed -n 's/.*CER \([0-9.]*\)%.*/\1/p')
-    echo "| $spk | $wer% | $cer% | $MINUTES | $TTS |" >> $table
+    vwer=-; vcer=-
+    if [ -n "$VTLN_WARPS" ]; then
+        out=$($ASR evaluate --model $OUT/$spk/model.pt --manifest data/fsdd_unseen_$spk/test.jsonl --beam-size 5 \
+            --vtln-warps $VTLN_WARPS)
+        echo "$out"
+        vwer=$(echo "$out" | sed -n 's/^WER \([0-9.]*\)%.*/\1%/p')
+        vcer=$(echo "$out" | sed -n 's/.*CER \([0-9.]*\)%.*/\1%/p')
+    fi
+    echo "| $spk | $wer% | $cer% | $vwer | $vcer | $MINUTES | $TTS |" >> $table
 done
 cat $table
