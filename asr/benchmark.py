@@ -22,7 +22,6 @@ import logging
 import resource
 import sys
 import time
-from collections import Counter
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Sequence
@@ -31,7 +30,7 @@ import jiwer
 
 from asr.data.manifest import Utterance, read_manifest
 from asr.decoding.setups import DecoderSetup
-from asr.metrics import ErrorRates, error_rates
+from asr.metrics import ErrorRates, WordErrors, error_rates
 from asr.stats import Interval, PairedComparison, bootstrap_interval, paired_bootstrap
 from asr.text import get_normalizer
 
@@ -348,19 +347,11 @@ def score_system(
     refs = [norm(utts[i].text) for i in kept]
     outs = [norm(hyps[i]) for i in kept]
     rates = error_rates(refs, outs, normalize=False)
-    subs: Counter = Counter()
-    dels: Counter = Counter()
-    ins: Counter = Counter()
+    errs = WordErrors()
     scores, aligned = [], []
     for i, ref, hyp, chunks in zip(kept, refs, outs, _alignments(refs, outs)):
         r, h = ref.split(), hyp.split()
-        for c in chunks:
-            if c.type == "substitute":
-                subs.update(zip(r[c.ref_start_idx : c.ref_end_idx], h[c.hyp_start_idx : c.hyp_end_idx]))
-            elif c.type == "delete":
-                dels.update(r[c.ref_start_idx : c.ref_end_idx])
-            elif c.type == "insert":
-                ins.update(h[c.hyp_start_idx : c.hyp_end_idx])
+        errs.add(r, h, chunks)
         scores.append(UtteranceScore(i, utts[i].id, ref, hyp, _chunk_errors(chunks), len(r)))
         aligned.append((r, h, chunks))
     def badness(k: int) -> tuple:  # most errors first; ties: the higher error rate, then manifest order
@@ -375,7 +366,8 @@ def score_system(
         a_ref, a_hyp = aligned_pair(*aligned[k])
         worst.append(WorstUtterance(s.id, s.errors, s.ref_words, s.ref, s.hyp, a_ref, a_hyp))
     analysis = ErrorAnalysis(
-        [(r, h, n) for (r, h), n in subs.most_common(TOP_K)], dels.most_common(TOP_K), ins.most_common(TOP_K), worst
+        [(r, h, n) for (r, h), n in errs.substitutions.most_common(TOP_K)], errs.deletions.most_common(TOP_K),
+        errs.insertions.most_common(TOP_K), worst,
     )
     return rates, scores, analysis
 

@@ -263,10 +263,28 @@ def _report_evaluation(args: argparse.Namespace, result, name: str, decoder: str
     print(f"WER {r.wer:.2f}%  CER {r.cer:.2f}%  (substitutions {r.substitutions}, deletions {r.deletions}, "
           f"insertions {r.insertions}, reference words {r.ref_words})")
     print(f"real-time factor {result.rtf:.4f} ({result.decode_seconds:.1f} s for {result.audio_seconds:.0f} s of audio)")
+    _print_error_breakdown(result.rows)
     if result.skipped:
         print(f"{len(result.skipped)} unreadable files skipped (listed above)")
     print(f"hypotheses: {out}")
     return 0
+
+
+def _print_error_breakdown(rows: list[dict], top: int = 10) -> None:
+    """The most frequent word errors and, when the manifest names several speakers, each speaker's WER."""
+    from asr.metrics import word_errors
+
+    common = word_errors([r["ref"] for r in rows], [r["hyp"] for r in rows], normalize=False).most_common(top)
+    if common:  # rows hold normalised text
+        print("most frequent errors: " + ", ".join(f"{e} ({n})" for e, n in common))
+    by: dict[str, list[int]] = {}  # speaker -> [word errors, reference words]
+    for r in rows:
+        counts = by.setdefault(str(r.get("speaker", "(none)")), [0, 0])
+        counts[0] += r["word_errors"]
+        counts[1] += r["ref_words"]
+    if len(by) > 1:
+        print("WER by speaker: " + ", ".join(f"{s} {100.0 * e / max(n, 1):.2f}% of {n}"
+                                               for s, (e, n) in sorted(by.items())))
 
 
 def cmd_train_lm(args: argparse.Namespace) -> int:

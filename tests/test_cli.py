@@ -51,6 +51,20 @@ def test_evaluate_prints_rates_and_writes_hypotheses(tone_model, tone_corpus, ca
     assert (tone_model.parent / "decode" / "test_beam1.jsonl").is_file()
 
 
+def test_evaluate_breaks_errors_down_by_word_and_speaker(capsys):
+    from asr.cli import _print_error_breakdown
+
+    rows = [{"ref": "one two", "hyp": "one too", "speaker": "ann", "word_errors": 1, "ref_words": 2},
+            {"ref": "two", "hyp": "too", "speaker": "bob", "word_errors": 1, "ref_words": 1},
+            {"ref": "three", "hyp": "three", "speaker": "bob", "word_errors": 0, "ref_words": 1}]
+    _print_error_breakdown(rows)
+    printed = capsys.readouterr().out
+    assert "most frequent errors: two -> too (2)" in printed
+    assert "WER by speaker: ann 50.00% of 2, bob 50.00% of 2" in printed
+    _print_error_breakdown([{"ref": "a", "hyp": "a", "word_errors": 0, "ref_words": 1}])  # no errors, one speaker: nothing to break down
+    assert capsys.readouterr().out == ""
+
+
 def test_bad_inputs_give_clear_errors(tone_model, tmp_path, capsys):
     assert main(["evaluate", "--model", str(tmp_path / "nope.pt"), "--manifest", "x.jsonl"]) == 2
     assert "nope.pt" in capsys.readouterr().err

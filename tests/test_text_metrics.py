@@ -1,6 +1,6 @@
 import pytest
 
-from asr.metrics import error_rates
+from asr.metrics import error_rates, word_errors
 from asr.text import SPECIALS, CharTokenizer, normalize_text, tokenizer_from_dict
 
 
@@ -32,6 +32,20 @@ def test_error_rates_counts():
     # Same normalisation on both sides: case and punctuation are not errors.
     assert error_rates(["Hello, World."], ["hello world"]).wer == 0.0
     assert error_rates(["abc"], ["abd"]).cer == pytest.approx(100 / 3)
+
+
+def test_word_errors_name_what_was_confused():
+    refs = ["the cat sat", "on the mat", "hello", "five five", ""]
+    hyps = ["the cat sat down", "on mat", "jello", "nine nine", "oops"]
+    e = word_errors(refs, hyps)
+    assert e.substitutions == {("hello", "jello"): 1, ("five", "nine"): 2}
+    assert e.deletions == {"the": 1} and e.insertions == {"down": 1, "oops": 1}
+    # The counts add up to error_rates' own S/D/I.
+    r = error_rates(refs, hyps)
+    assert (sum(e.substitutions.values()), sum(e.deletions.values()), sum(e.insertions.values())) == (
+        r.substitutions, r.deletions, r.insertions)
+    assert e.most_common(3) == [("five -> nine", 2), ("(inserted) -> down", 1), ("(inserted) -> oops", 1)]
+    assert word_errors(["Hello, World."], ["hello world"]).most_common() == []
 
 
 def test_empty_reference_counts_insertions():
