@@ -118,6 +118,7 @@ class TrainConfig:
     max_minutes: float = 0.0  # wall-clock budget for fit(); 0 = none
     peak_lr: float = 1e-3
     warmup_steps: int = 800
+    lr_schedule: str = "noam"  # after warmup: "noam" (inverse sqrt) | "budget" (linear to 0 when the budget ends)
     weight_decay: float = 0.0
     grad_clip: float = 5.0
     accelerator: str = "auto"

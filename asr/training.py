@@ -6,7 +6,8 @@ Per batch: waveforms -> features (on the training device) -> CMVN -> SpecAugment
 decoder under teacher forcing (input <sos> y1..yn, target y1..yn <eos>) -> label-smoothed cross-entropy.
 Options: joint CTC, guided attention on the cross-attention, scheduled sampling, speed perturbation, noise and
 VTLP (a random frequency warp per utterance, inside the feature extractor).
-Adam with the Noam schedule (linear warmup, then inverse square-root decay), gradient clipping, validation loss
+Adam with a linear warmup, then inverse square-root decay (Noam) or linear decay to zero at the end of the training
+budget (`train.lr_schedule: budget`: epochs or wall-clock minutes, whichever runs out first), gradient clipping, validation loss
 and greedy WER every epoch, attention plots, best-k and last checkpoints (last.ckpt also every N steps, so
 `--resume` continues mid-epoch), checkpoint averaging into the final model, any Lightning strategy (DDP).
 """
@@ -21,11 +22,12 @@ import warnings
 from datetime import timedelta
 from functools import partial
 from pathlib import Path
+from typing import Callable
 
 import lightning as L
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, Timer
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from torch import Tensor
 from torch.utils.data import DataLoader
@@ -100,6 +102,23 @@ def noam_lambda(warmup: int):
     def f(step: int) -> float:
         step = max(step, 1)
         return min(step / warmup, math.sqrt(warmup / step))
+
+    return f
+
+
+def budget_lambda(warmup: int, progress: Callable[[], float]):
+    """Multiplier on the peak learning rate: linear warmup to 1 at `warmup` steps, then linear decay to 0 as
+    `progress()` (the fraction of the training budget spent, 0..1) reaches 1.
+
+    Under a fixed budget a schedule that anneals to zero exactly when the budget runs out converges further than
+    one that decays by step count alone (Li et al. 2020, "Budgeted training"): inverse square root still sits at
+    a third of its peak after ten epochs, so the last epochs never settle.
+    """
+
+    def f(step: int) -> float:
+        if step < warmup:
+            return max(step, 1) / warmup
+        return min(1.0, max(0.0, 1.0 - progress()))
 
     return f
 
@@ -327,8 +346,27 @@ class ASRModule(L.LightningModule):
         t = self.cfg.train
         params = list(self.model.parameters())
         opt = torch.optim.Adam(params, lr=t.peak_lr, betas=(0.9, 0.98), eps=1e-9, weight_decay=t.weight_decay)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, noam_lambda(t.warmup_steps))
+        if t.lr_schedule == "noam":
+            schedule = noam_lambda(t.warmup_steps)
+        elif t.lr_schedule == "budget":
+            schedule = budget_lambda(t.warmup_steps, self._budget_spent)
+        else:
+            raise ValueError(f"train.lr_schedule must be 'noam' or 'budget', not {t.lr_schedule!r}")
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def _budget_spent(self) -> float:
+        """Fraction of the training budget spent: steps of max_epochs, or minutes of max_minutes if that is further
+        along (the Timer callback's elapsed time survives --resume)."""
+        trainer = self.trainer
+        if getattr(self, "_budget_steps", None) is None:  # Lightning recomputes it on every access
+            self._budget_steps = max(int(min(trainer.estimated_stepping_batches, 2**62)), 1)
+        spent = trainer.global_step / self._budget_steps
+        minutes = self.cfg.train.max_minutes
+        timer = next((cb for cb in trainer.callbacks if isinstance(cb, Timer)), None)
+        if minutes > 0 and timer is not None:
+            spent = max(spent, timer.time_elapsed() / (60 * minutes))
+        return spent
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         # What `--resume` and the export need besides the weights (plain types: loads with weights_only=True).

@@ -22,7 +22,7 @@ from asr.data.sampler import BucketBatchSampler
 from asr.features import time_warp
 from asr.recognizer import load_model
 from asr.text import CharTokenizer
-from asr.training import average_checkpoints, train
+from asr.training import average_checkpoints, budget_lambda, train
 from conftest import TINY_OVERRIDES, write_tone_config
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -247,3 +247,30 @@ def test_bf16_mixed_precision_trains(tone_corpus, tmp_path):
     assert losses and all(torch.isfinite(torch.tensor(losses)))
     params = list(load_model(model).parameters())
     assert params and all(p.dtype == torch.float32 and torch.isfinite(p).all() for p in params)
+
+
+def test_budget_schedule_warms_up_then_falls_to_zero_with_the_budget():
+    spent = [0.0]
+    f = budget_lambda(10, lambda: spent[0])
+    assert f(0) == pytest.approx(0.1) and f(5) == pytest.approx(0.5) and f(10) == pytest.approx(1.0)
+    spent[0] = 0.25
+    assert f(100) == pytest.approx(0.75)
+    spent[0] = 1.3  # past the budget (the last step of a timed run): zero, never negative
+    assert f(100) == 0.0
+
+
+def test_budget_schedule_follows_the_wall_clock_budget(tone_corpus, tmp_path):
+    # max_epochs alone would allow 200 epochs: the 0.25-minute budget is what must bring the rate down.
+    cfg = load_config(None, TINY_OVERRIDES + [
+        f"data.train_manifest={tone_corpus['train']}", f"data.dev_manifest={tone_corpus['dev']}",
+        f"train.out_dir={tmp_path}", "train.max_epochs=200", "train.max_minutes=0.25", "train.lr_schedule=budget",
+        "train.warmup_steps=5", "train.log_every_n_steps=1", "train.average_checkpoints=0",
+        "train.attention_plots=0"])
+    train(cfg)
+    metrics = sorted((tmp_path / "logs").glob("version_*"))[-1] / "metrics.csv"
+    lrs = [float(r["lr"]) for r in csv.DictReader(open(metrics)) if r.get("lr")]
+    peak = max(lrs)
+    assert peak == pytest.approx(2e-3, rel=0.1)
+    after = lrs[lrs.index(peak):]
+    assert all(b <= a for a, b in zip(after, after[1:]))  # falls steadily after the warmup ...
+    assert after[-1] < 0.15 * peak  # ... and is nearly spent when the budget ends
