@@ -1,10 +1,12 @@
 """Training throughput: audio-seconds trained per wall-second, Lightning vs a plain PyTorch loop on the same model.
 
     python scripts/bench_training.py --manifest data/fsdd/train.jsonl --steps 30 [--config recipes/fsdd/conf.yaml]
+    python scripts/bench_training.py --device cuda --precision bf16-mixed data.max_frames_per_batch=40000   # a GPU
 
 Both runs use the same batches (length-bucketed, from the manifest), the same model and loss (features, CMVN,
 SpecAugment, encoder, decoder, CTC, guided attention), and Adam. The plain loop is the reference: the ratio tells
-the Lightning overhead. Also prints the peak resident memory of the process and a per-stage time breakdown.
+the Lightning overhead. Also prints the peak resident memory of the process (and on CUDA the peak GPU memory) and
+a per-stage time breakdown. On CUDA every timer waits for the GPU (`torch.cuda.synchronize`).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import argparse
 import resource
 import sys
+import contextlib
 import time
 from pathlib import Path
 
@@ -37,8 +40,15 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--manifest", default=None, help="training manifest (default: the config's)")
     p.add_argument("--steps", type=int, default=30, help="timed steps per run (after 3 warm-up steps)")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
+    p.add_argument("--device", default="cpu", help="cpu | cuda")
+    p.add_argument("--precision", default="32-true", help="32-true | bf16-mixed (Lightning's names; bf16 for GPUs)")
     p.add_argument("overrides", nargs="*", help="config overrides, section.key=value")
     args = p.parse_args(argv)
+    if args.precision not in ("32-true", "bf16-mixed"):
+        raise ValueError(f"--precision must be 32-true or bf16-mixed, got {args.precision!r}")
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {args.device}: CUDA is not available here")
     if args.threads:
         torch.set_num_threads(args.threads)
     cfg = load_config(args.config, args.overrides)
@@ -53,10 +63,23 @@ def main(argv: list[str] | None = None) -> None:
     start = time.perf_counter()  # data loading: read + (augment) + pad, as the DataLoader does in the main process
     batches = [collate([dataset[i] for i in b], tok.pad) for _, b in zip(range(args.steps + 3), sampler)]
     load_s = (time.perf_counter() - start) / len(batches)
+    module.to(device)
+    cuda = device.type == "cuda"
+
+    def clock() -> float:  # wall time once the GPU has finished what was queued
+        if cuda:
+            torch.cuda.synchronize(device)
+        return time.perf_counter()
+
+    def autocast():  # what Lightning's "bf16-mixed" does around the forward pass
+        if args.precision == "bf16-mixed":
+            return torch.autocast(device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
     audio_s = sum(float(b.wav_lengths.sum()) for b in batches[3:]) / cfg.features.sample_rate
     n_params = sum(p.numel() for p in rec.network.parameters())
     print(f"model {n_params / 1e6:.2f} M parameters, {args.steps} steps, {audio_s:.0f} audio-s, "
-          f"padding {100 * sampler.padding_fraction():.1f}%, threads {torch.get_num_threads()}")
+          f"padding {100 * sampler.padding_fraction():.1f}%, threads {torch.get_num_threads()}, "
+          f"{args.device} {torch.cuda.get_device_name(device) if cuda else ''} {args.precision}")
 
     # Plain PyTorch: the same forward/loss, Adam, clipping.
     module.train()
@@ -64,24 +87,26 @@ def main(argv: list[str] | None = None) -> None:
     # "features" is an extra no-grad pass timed on its own; forward+loss computes them again, as training does.
     stages = {"features": 0.0, "forward+loss": 0.0, "backward": 0.0, "optimizer": 0.0}
     for i, b in enumerate(batches):
+        b = type(b)(**{k: t.to(device) for k, t in vars(b).items()})
         if i == 3:
-            start = time.perf_counter()
+            start = clock()
             stages = dict.fromkeys(stages, 0.0)
-        t0 = time.perf_counter()
+        t0 = clock()
         with torch.no_grad():
             module.model.features(b.wavs, b.wav_lengths)
-        t1 = time.perf_counter()
-        loss = module._forward(b)[0]
-        t2 = time.perf_counter()
+        t1 = clock()
+        with autocast():
+            loss = module._forward(b)[0]
+        t2 = clock()
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        t3 = time.perf_counter()
+        t3 = clock()
         torch.nn.utils.clip_grad_norm_(module.parameters(), cfg.train.grad_clip)
         opt.step()
-        t4 = time.perf_counter()
+        t4 = clock()
         for k, dt in zip(stages, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
             stages[k] += dt
-    plain = time.perf_counter() - start - stages["features"]  # without the extra timing pass
+    plain = clock() - start - stages["features"]  # without the extra timing pass
     print(f"plain PyTorch loop: {audio_s / plain:7.1f} audio-s/s  ({plain:.1f} s)")
     print(f"  data loading: {1000 * load_s:.1f} ms per batch = {100 * load_s / (plain / args.steps):.1f}% of a step")
     train_time = sum(v for k, v in stages.items() if k != "features")
@@ -94,15 +119,15 @@ def main(argv: list[str] | None = None) -> None:
     class Timer(L.Callback):
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
             if batch_idx == 3:
-                self.start = time.perf_counter()
+                self.start = clock()
 
         def on_train_end(self, trainer, pl_module):
-            self.end = time.perf_counter()
+            self.end = clock()
 
     timer = Timer()
     trainer = L.Trainer(
-        max_steps=len(batches), accelerator="cpu", logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, gradient_clip_val=cfg.train.grad_clip,
+        max_steps=len(batches), accelerator="gpu" if cuda else "cpu", devices=1, precision=args.precision,
+        logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, gradient_clip_val=cfg.train.grad_clip,
         callbacks=[timer], num_sanity_val_steps=0, limit_val_batches=0,
     )
     loader = torch.utils.data.DataLoader(batches, batch_size=None, shuffle=False)
@@ -110,6 +135,8 @@ def main(argv: list[str] | None = None) -> None:
     light = timer.end - timer.start
     print(f"Lightning Trainer:  {audio_s / light:7.1f} audio-s/s  ({light:.1f} s), overhead {100 * (light / plain - 1):+.1f}%")
     print(f"peak resident memory: {peak_rss_gb():.2f} GB")
+    if cuda:
+        print(f"peak GPU memory allocated: {torch.cuda.max_memory_allocated(device) / 1024**3:.2f} GB")
 
 
 if __name__ == "__main__":
