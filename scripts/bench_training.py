@@ -12,9 +12,9 @@ a per-stage time breakdown. On CUDA every timer waits for the GPU (`torch.cuda.s
 from __future__ import annotations
 
 import argparse
+import contextlib
 import resource
 import sys
-import contextlib
 import time
 from pathlib import Path
 
@@ -127,8 +127,8 @@ def main(argv: list[str] | None = None) -> None:
     timer = Timer()
     trainer = L.Trainer(
         max_steps=len(batches), accelerator="gpu" if cuda else "cpu", devices=1, precision=args.precision,
-        logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, gradient_clip_val=cfg.train.grad_clip,
-        callbacks=[timer], num_sanity_val_steps=0, limit_val_batches=0,
+        logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+        gradient_clip_val=cfg.train.grad_clip, callbacks=[timer], num_sanity_val_steps=0, limit_val_batches=0,
     )
     loader = torch.utils.data.DataLoader(batches, batch_size=None, shuffle=False)
     trainer.fit(module, train_dataloaders=loader)
