@@ -108,6 +108,8 @@ class DataConfig:
     speed_perturb: list = field(default_factory=list)  # training speed factors, e.g. [0.9, 1.0, 1.1] (Kaldi-style)
     noise_snr: list = field(default_factory=list)  # [min, max] dB: add white noise at a random SNR in training
     vtlp: list = field(default_factory=list)  # [min, max] frequency-warp factor per training utterance (VTLP)
+    reverb_rt60: list = field(default_factory=list)  # [min, max] s: reverberate in a simulated room (RT60) ...
+    reverb_prob: float = 0.5  # ... this share of the training utterances
 
 
 @dataclass

@@ -55,7 +55,9 @@ class ASRDataModule(L.LightningDataModule):
         super().__init__()
         self.cfg, self.tokenizer = cfg, tokenizer
         sr, d = cfg.features.sample_rate, cfg.data
-        self.train_set = SpeechDataset(train_utts, tokenizer, sr, d.speed_perturb, d.noise_snr)
+        self.train_set = SpeechDataset(
+            train_utts, tokenizer, sr, d.speed_perturb, d.noise_snr, d.reverb_rt60, d.reverb_prob
+        )
         self.dev_set = SpeechDataset(dev_utts, tokenizer, sr)
         self._resume: dict | None = None
 

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from asr.config import Config, SpecAugmentConfig, load_config
-from asr.data.dataset import SpeechDataset, collate, load_utterance
+from asr.data.dataset import SpeechDataset, collate, load_utterance, room_impulse_response
 from asr.data.manifest import read_manifest
 from asr.data.sampler import BucketBatchSampler
 from asr.features import time_warp
@@ -165,6 +165,40 @@ def test_speed_perturbation_and_noise():
     assert abs(float(snr) - 10) < 0.5
     with pytest.raises(ValueError, match="noise_snr"):
         SpeechDataset([], tok, 16000, noise_snr=[10])
+
+
+def test_room_impulse_response_decays_at_its_rt60():
+    torch.manual_seed(0)
+    h = room_impulse_response(rt60=0.4, drr_db=5.0, sample_rate=16000)
+    assert h.numel() == 6400 and h[0] == 1.0
+    assert abs(10 * torch.log10(1.0 / h[1:].pow(2).sum()).item() - 5.0) < 1e-3  # direct-to-reverberant ratio
+    # Schroeder backward integration: the energy decay curve falls 20 dB (-5 to -25) in a third of the RT60.
+    edc = 10 * torch.log10(h[1:].pow(2).flip(0).cumsum(0).flip(0) / h[1:].pow(2).sum())
+    t5, t25 = [int((edc > level).sum()) / 16000 for level in (-5.0, -25.0)]
+    assert abs(3 * (t25 - t5) - 0.4) < 0.04
+
+
+def test_reverberation_keeps_length_and_level_and_spreads_energy():
+    tok = CharTokenizer.build(["a"])
+    click = torch.zeros(16000)
+    click[1000] = 1.0
+    torch.manual_seed(0)
+    room = SpeechDataset([], tok, 16000, reverb_rt60=[0.3, 0.3], reverb_prob=1.0)
+    wet = room.augment(click)
+    assert wet.shape == click.shape
+    assert torch.allclose(wet.pow(2).mean(), click.pow(2).mean(), rtol=1e-4)
+    total = wet.pow(2).sum()
+    assert wet[:1000].pow(2).sum() < 1e-9 * total  # causal: nothing before the sound
+    assert wet[1001:5800].pow(2).sum() > 0.08 * total  # the tail (DRR at most 10 dB) ...
+    assert wet[4000:5800].pow(2).sum() > 1e-8 * total  # ... lasts the room's RT60 ...
+    assert wet[5800:].pow(2).sum() < 1e-9 * total  # ... and no longer
+    dry = SpeechDataset([], tok, 16000, reverb_rt60=[0.3, 0.3], reverb_prob=0.0)
+    assert torch.equal(dry.augment(click), click)
+    for bad in ([0.5], [0.6, 0.3], [0.0, 0.3]):
+        with pytest.raises(ValueError, match="reverb_rt60"):
+            SpeechDataset([], tok, 16000, reverb_rt60=bad)
+    with pytest.raises(ValueError, match="reverb_prob"):
+        SpeechDataset([], tok, 16000, reverb_rt60=[0.2, 0.4], reverb_prob=1.5)
 
 
 def test_vtlp_draws_a_factor_per_training_utterance():
