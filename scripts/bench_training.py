@@ -6,7 +6,7 @@
 Both runs use the same batches (length-bucketed, from the manifest), the same model and loss (features, CMVN,
 SpecAugment, encoder, decoder, CTC, guided attention), and Adam. The plain loop is the reference: the ratio tells
 the Lightning overhead. Also prints the peak resident memory of the process (and on CUDA the peak GPU memory) and
-a per-stage time breakdown. On CUDA every timer waits for the GPU (`torch.cuda.synchronize`).
+a per-stage time breakdown (from a second pass). On CUDA the timers wait for the GPU (`torch.cuda.synchronize`).
 """
 
 from __future__ import annotations
@@ -42,6 +42,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
     p.add_argument("--device", default="cpu", help="cpu | cuda")
     p.add_argument("--precision", default="32-true", help="32-true | bf16-mixed (Lightning's names; bf16 for GPUs)")
+    p.add_argument("--profile", type=int, default=0, metavar="N",
+                   help="also profile N more steps on batch shapes not seen before and print the costliest ops")
     p.add_argument("overrides", nargs="*", help="config overrides, section.key=value")
     args = p.parse_args(argv)
     if args.precision not in ("32-true", "bf16-mixed"):
@@ -58,11 +60,14 @@ def main(argv: list[str] | None = None) -> None:
     rec = Recognizer(cfg, tok)
     compute_cmvn(rec, utts[:300])
     module = ASRModule(cfg, rec)
-    dataset = SpeechDataset(utts, tok, cfg.features.sample_rate, cfg.data.speed_perturb, cfg.data.noise_snr)
+    dataset = SpeechDataset(utts, tok, cfg.features.sample_rate, cfg.data.speed_perturb, cfg.data.noise_snr,
+                            cfg.data.reverb_rt60, cfg.data.reverb_prob)
     sampler = BucketBatchSampler([u.duration for u in utts], cfg.data.max_frames_per_batch, cfg.data.max_batch_size)
     start = time.perf_counter()  # data loading: read + (augment) + pad, as the DataLoader does in the main process
     batches = [collate([dataset[i] for i in b], tok.pad) for _, b in zip(range(args.steps + 3), sampler)]
     load_s = (time.perf_counter() - start) / len(batches)
+    sampler.set_epoch(1)  # another batch order: batches (and so shapes) the timed runs do not have
+    unseen = [collate([dataset[i] for i in b], tok.pad) for _, b in zip(range(args.profile), sampler)]
     module.to(device)
     cuda = device.type == "cuda"
 
@@ -81,39 +86,56 @@ def main(argv: list[str] | None = None) -> None:
           f"padding {100 * sampler.padding_fraction():.1f}%, threads {torch.get_num_threads()}, "
           f"{args.device} {torch.cuda.get_device_name(device) if cuda else ''} {args.precision}")
 
-    # Plain PyTorch: the same forward/loss, Adam, clipping.
+    # Plain PyTorch: the same forward/loss, Adam, clipping. Three passes over the batches. The first two time whole
+    # steps (on CUDA one wait per step keeps the GPU's queue full): the first meets each batch shape for the first
+    # time, as training mostly does (bucketed batches differ in length), and pays the per-shape kernel choices; the
+    # second repeats the shapes. The third waits after every stage for the breakdown (costs a GPU 15-25%).
     module.train()
     opt = torch.optim.Adam(module.parameters(), lr=1e-4)
+    device_batches = [type(b)(**{k: t.to(device) for k, t in vars(b).items()}) for b in batches]
+
+    def step(b) -> list[float]:  # seconds in each stage; all zeros when not staged
+        with autocast():
+            loss = module._forward(b)[0]
+        t1 = clock() if staged else 0.0
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        t2 = clock() if staged else 0.0
+        torch.nn.utils.clip_grad_norm_(module.parameters(), cfg.train.grad_clip)
+        opt.step()
+        return [t1, t2]
+
+    def timed_pass() -> float:  # seconds for the batches after the 3 warm-up steps
+        for i, b in enumerate(device_batches):
+            if i == 3:
+                start = clock()
+            step(b)
+        return clock() - start
+
+    staged = False
+    first = timed_pass()
+    plain = timed_pass()
+    print(f"plain PyTorch loop: {audio_s / plain:7.1f} audio-s/s  ({plain:.1f} s); "
+          f"first visit of each batch shape: {audio_s / first:.1f} audio-s/s")
+    print(f"  data loading: {1000 * load_s:.1f} ms per batch = {100 * load_s / (plain / args.steps):.1f}% of a step")
+
+    staged = True
     # "features" is an extra no-grad pass timed on its own; forward+loss computes them again, as training does.
-    stages = {"features": 0.0, "forward+loss": 0.0, "backward": 0.0, "optimizer": 0.0}
-    for i, b in enumerate(batches):
-        b = type(b)(**{k: t.to(device) for k, t in vars(b).items()})
-        if i == 3:
-            start = clock()
-            stages = dict.fromkeys(stages, 0.0)
+    stages = dict.fromkeys(("features", "forward+loss", "backward", "optimizer"), 0.0)
+    for b in device_batches[3:]:
         t0 = clock()
         with torch.no_grad():
             module.model.features(b.wavs, b.wav_lengths)
         t1 = clock()
-        with autocast():
-            loss = module._forward(b)[0]
-        t2 = clock()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        t3 = clock()
-        torch.nn.utils.clip_grad_norm_(module.parameters(), cfg.train.grad_clip)
-        opt.step()
+        t2, t3 = step(b)
         t4 = clock()
         for k, dt in zip(stages, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
             stages[k] += dt
-    plain = clock() - start - stages["features"]  # without the extra timing pass
-    print(f"plain PyTorch loop: {audio_s / plain:7.1f} audio-s/s  ({plain:.1f} s)")
-    print(f"  data loading: {1000 * load_s:.1f} ms per batch = {100 * load_s / (plain / args.steps):.1f}% of a step")
     train_time = sum(v for k, v in stages.items() if k != "features")
     print(f"  features {100 * stages['features'] / train_time:.0f}% of a step; "
           + ", ".join(f"{k} {100 * v / train_time:.0f}%" for k, v in stages.items() if k != "features"))
 
-    # Lightning: the same module, the same batches, Trainer.fit.
+    # Lightning: the same module, the same batches (shapes seen before), Trainer.fit.
     import lightning as L
 
     class Timer(L.Callback):
@@ -133,10 +155,22 @@ def main(argv: list[str] | None = None) -> None:
     loader = torch.utils.data.DataLoader(batches, batch_size=None, shuffle=False)
     trainer.fit(module, train_dataloaders=loader)
     light = timer.end - timer.start
-    print(f"Lightning Trainer:  {audio_s / light:7.1f} audio-s/s  ({light:.1f} s), overhead {100 * (light / plain - 1):+.1f}%")
+    print(f"Lightning Trainer:  {audio_s / light:7.1f} audio-s/s  ({light:.1f} s), "
+          f"overhead {100 * (light / plain - 1):+.1f}%")
     print(f"peak resident memory: {peak_rss_gb():.2f} GB")
     if cuda:
         print(f"peak GPU memory allocated: {torch.cuda.max_memory_allocated(device) / 1024**3:.2f} GB")
+    if unseen:  # where a step on a new batch shape spends its time (kernel choices, allocations, the ops)
+        from torch.profiler import ProfilerActivity, profile
+
+        staged = False
+        activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+        with profile(activities=activities) as prof:
+            for b in unseen:
+                step(type(b)(**{k: t.to(device) for k, t in vars(b).items()}))
+            clock()
+        print(f"profile of {len(unseen)} steps on new batch shapes:")
+        print(prof.key_averages().table(sort_by="cpu_time_total", row_limit=20, max_name_column_width=60))
 
 
 if __name__ == "__main__":
