@@ -6,7 +6,7 @@
 Both runs use the same batches (length-bucketed, from the manifest), the same model and loss (features, CMVN,
 SpecAugment, encoder, decoder, CTC, guided attention), and Adam. The plain loop is the reference: the ratio tells
 the Lightning overhead. Also prints the peak resident memory of the process (and on CUDA the peak GPU memory) and
-a per-stage time breakdown (from a second pass). On CUDA the timers wait for the GPU (`torch.cuda.synchronize`).
+a per-stage time breakdown (from a separate pass). On CUDA the timers wait for the GPU (`torch.cuda.synchronize`).
 """
 
 from __future__ import annotations
@@ -92,6 +92,8 @@ def main(argv: list[str] | None = None) -> None:
     # second repeats the shapes. The third waits after every stage for the breakdown (costs a GPU 15-25%).
     module.train()
     opt = torch.optim.Adam(module.parameters(), lr=1e-4)
+    # On the device up front, so the plain loop times the steps alone (Lightning copies each batch in its loop;
+    # on a GPU these copies count in its peak memory).
     device_batches = [type(b)(**{k: t.to(device) for k, t in vars(b).items()}) for b in batches]
 
     def step(b) -> list[float]:  # seconds in each stage; all zeros when not staged
