@@ -92,8 +92,8 @@ def main(argv: list[str] | None = None) -> None:
     # second repeats the shapes. The third waits after every stage for the breakdown (costs a GPU 15-25%).
     module.train()
     opt = torch.optim.Adam(module.parameters(), lr=1e-4)
-    # On the device up front, so the plain loop times the steps alone (Lightning copies each batch in its loop;
-    # on a GPU these copies count in its peak memory).
+    # On the device up front, so the plain loop times the steps alone (Lightning copies each batch in its loop);
+    # on a GPU the batches held there add to the peak memory reported.
     device_batches = [type(b)(**{k: t.to(device) for k, t in vars(b).items()}) for b in batches]
 
     def step(b) -> list[float]:  # seconds in each stage; all zeros when not staged
