@@ -2,10 +2,11 @@
 
     train(cfg) -> path of `<out_dir>/model.pt` (best or averaged checkpoint weights, self-contained)
 
-Per batch: waveforms -> features (on the training device) -> CMVN -> SpecAugment (training only) -> encoder ->
-decoder under teacher forcing (input <sos> y1..yn, target y1..yn <eos>) -> label-smoothed cross-entropy.
-Options: joint CTC, guided attention on the cross-attention, scheduled sampling, speed perturbation, noise and
-VTLP (a random frequency warp per utterance, inside the feature extractor).
+Per batch: waveforms -> rooms and noise (training only) -> features (on the training device) -> CMVN -> SpecAugment
+(training only) -> encoder -> decoder under teacher forcing (input <sos> y1..yn, target y1..yn <eos>) ->
+label-smoothed cross-entropy. Options: joint CTC, guided attention on the cross-attention, scheduled sampling, speed
+perturbation (in the data path), simulated rooms and noise (asr/augment.py) and VTLP (a random frequency warp per
+utterance, inside the feature extractor).
 Adam with a linear warmup, then inverse square-root decay (Noam) or linear decay to zero at the end of the training
 budget (`train.lr_schedule: budget`: epochs or wall-clock minutes, whichever runs out first), gradient clipping, validation loss
 and greedy WER every epoch, attention plots, best-k and last checkpoints (last.ckpt also every N steps, so
@@ -33,6 +34,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 
 from asr.config import Config
+from asr.augment import WaveformAugment
 from asr.data.dataset import Batch, SpeechDataset, collate, load_split, load_utterance
 from asr.data.manifest import Utterance
 from asr.data.sampler import BucketBatchSampler
@@ -55,9 +57,7 @@ class ASRDataModule(L.LightningDataModule):
         super().__init__()
         self.cfg, self.tokenizer = cfg, tokenizer
         sr, d = cfg.features.sample_rate, cfg.data
-        self.train_set = SpeechDataset(
-            train_utts, tokenizer, sr, d.speed_perturb, d.noise_snr, d.reverb_rt60, d.reverb_prob
-        )
+        self.train_set = SpeechDataset(train_utts, tokenizer, sr, d.speed_perturb)
         self.dev_set = SpeechDataset(dev_utts, tokenizer, sr)
         self._resume: dict | None = None
 
@@ -142,6 +142,8 @@ class ASRModule(L.LightningModule):
         super().__init__()
         self.cfg, self.model = cfg, recognizer
         self.specaug = SpecAugment(cfg.specaug, cfg.features.dim)
+        d = cfg.data
+        self.wave_augment = WaveformAugment(cfg.features.sample_rate, d.reverb_rt60, d.reverb_prob, d.noise_snr)
         if cfg.data.vtlp and not (len(cfg.data.vtlp) == 2 and 0 < cfg.data.vtlp[0] <= cfg.data.vtlp[1]):
             raise ValueError(f"data.vtlp must be [min, max] warp factors with 0 < min <= max, got {cfg.data.vtlp}")
         self._val_counts: list[Tensor] = []
@@ -154,7 +156,8 @@ class ASRModule(L.LightningModule):
         if self.training and self.cfg.data.vtlp:  # one factor per utterance, uniform in [min, max]
             lo, hi = self.cfg.data.vtlp
             warp = lo + (hi - lo) * torch.rand(batch.wavs.shape[0], device=batch.wavs.device)
-        feats, feat_lengths = self.model.features(batch.wavs, batch.wav_lengths, warp)  # (batch, frames, dim)
+        wavs = self.wave_augment(batch.wavs, batch.wav_lengths)  # rooms, noise (training only)
+        feats, feat_lengths = self.model.features(wavs, batch.wav_lengths, warp)  # (batch, frames, dim)
         if self.training:
             feats = self.specaug(feats, feat_lengths)
         ys_in, ys_out = teacher_forcing_targets(batch.tokens, batch.token_lengths, tok.sos, tok.eos, tok.pad)

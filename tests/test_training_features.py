@@ -16,7 +16,8 @@ import pytest
 import torch
 
 from asr.config import Config, SpecAugmentConfig, load_config
-from asr.data.dataset import SpeechDataset, collate, load_utterance, room_impulse_response
+from asr.augment import WaveformAugment, room_impulse_responses
+from asr.data.dataset import SpeechDataset, collate, load_utterance
 from asr.data.manifest import read_manifest
 from asr.data.sampler import BucketBatchSampler
 from asr.features import time_warp
@@ -154,51 +155,71 @@ def test_scheduled_sampling_mixes_predictions():
     assert torch.equal(swapped[0, 1:4], pred[0, 0:3])  # each input is the prediction for its position
 
 
-def test_speed_perturbation_and_noise():
+def test_speed_perturbation():
     tok = CharTokenizer.build(["a"])
     wav = torch.sin(torch.arange(16000) * 0.05)
     fast = SpeechDataset([], tok, 16000, speed_perturb=[1.1])
     slow = SpeechDataset([], tok, 16000, speed_perturb=[0.9])
     assert abs(fast.augment(wav).numel() - 16000 / 1.1) < 5 and abs(slow.augment(wav).numel() - 16000 / 0.9) < 5
-    noisy = SpeechDataset([], tok, 16000, noise_snr=[10, 10]).augment(wav)
-    snr = 10 * torch.log10(wav.pow(2).mean() / (noisy - wav).pow(2).mean())
-    assert abs(float(snr) - 10) < 0.5
-    with pytest.raises(ValueError, match="noise_snr"):
-        SpeechDataset([], tok, 16000, noise_snr=[10])
 
 
-def test_room_impulse_response_decays_at_its_rt60():
+def test_noise_on_the_batch_keeps_each_utterances_snr_and_the_padding():
+    wavs = torch.zeros(2, 16000)
+    wavs[0] = torch.sin(torch.arange(16000) * 0.05)
+    wavs[1, :8000] = 0.1 * torch.sin(torch.arange(8000) * 0.03)  # quieter, and half the batch length
+    lengths = torch.tensor([16000, 8000])
     torch.manual_seed(0)
-    h = room_impulse_response(rt60=0.4, drr_db=5.0, sample_rate=16000)
-    assert h.numel() == 6400 and h[0] == 1.0
-    assert abs(10 * torch.log10(1.0 / h[1:].pow(2).sum()).item() - 5.0) < 1e-3  # direct-to-reverberant ratio
-    # Schroeder backward integration: the energy decay curve falls 20 dB (-5 to -25) in a third of the RT60.
-    edc = 10 * torch.log10(h[1:].pow(2).flip(0).cumsum(0).flip(0) / h[1:].pow(2).sum())
-    t5, t25 = [int((edc > level).sum()) / 16000 for level in (-5.0, -25.0)]
-    assert abs(3 * (t25 - t5) - 0.4) < 0.04
+    noisy = WaveformAugment(16000, snr=[10, 10]).train()(wavs, lengths)
+    for row, n in enumerate(lengths.tolist()):
+        snr = 10 * torch.log10(wavs[row, :n].pow(2).mean() / (noisy[row, :n] - wavs[row, :n]).pow(2).mean())
+        assert abs(float(snr) - 10) < 0.5
+    assert torch.equal(noisy[1, 8000:], torch.zeros(8000))  # padding stays silent
+    assert torch.equal(WaveformAugment(16000, snr=[10, 10]).eval()(wavs, lengths), wavs)  # training only
+    with pytest.raises(ValueError, match="noise_snr"):
+        WaveformAugment(16000, snr=[10])
+
+
+def test_room_impulse_responses_decay_at_their_rt60():
+    torch.manual_seed(0)
+    h = room_impulse_responses(torch.tensor([0.4, 0.2]), torch.tensor([5.0, 0.0]), sample_rate=16000)
+    assert h.shape == (2, 6400) and torch.equal(h[:, 0], torch.ones(2))
+    for row, (rt60, drr) in enumerate([(0.4, 5.0), (0.2, 0.0)]):
+        tail = h[row, 1:]
+        assert abs(10 * torch.log10(1.0 / tail.pow(2).sum()).item() - drr) < 1e-3  # direct-to-reverberant ratio
+        assert h[row, int(rt60 * 16000):].abs().sum() == 0  # the shorter room stops at its own RT60
+        # Schroeder backward integration: the energy decay curve falls 20 dB (-5 to -25) in a third of the RT60.
+        edc = 10 * torch.log10(tail.pow(2).flip(0).cumsum(0).flip(0) / tail.pow(2).sum())
+        t5, t25 = [int((edc > level).sum()) / 16000 for level in (-5.0, -25.0)]
+        assert abs(3 * (t25 - t5) - rt60) < 0.1 * rt60
 
 
 def test_reverberation_keeps_length_and_level_and_spreads_energy():
-    tok = CharTokenizer.build(["a"])
-    click = torch.zeros(16000)
-    click[1000] = 1.0
+    clicks = torch.zeros(3, 16000)
+    clicks[:, 1000] = 1.0
+    lengths = torch.tensor([16000, 16000, 3000])  # the third ends before its room's tail would
     torch.manual_seed(0)
-    room = SpeechDataset([], tok, 16000, reverb_rt60=[0.3, 0.3], reverb_prob=1.0)
-    wet = room.augment(click)
-    assert wet.shape == click.shape
-    assert torch.allclose(wet.pow(2).mean(), click.pow(2).mean(), rtol=1e-4)
-    total = wet.pow(2).sum()
-    assert wet[:1000].pow(2).sum() < 1e-9 * total  # causal: nothing before the sound
-    assert wet[1001:5800].pow(2).sum() > 0.08 * total  # the tail (DRR at most 10 dB) ...
-    assert wet[4000:5800].pow(2).sum() > 1e-8 * total  # ... lasts the room's RT60 ...
-    assert wet[5800:].pow(2).sum() < 1e-9 * total  # ... and no longer
-    dry = SpeechDataset([], tok, 16000, reverb_rt60=[0.3, 0.3], reverb_prob=0.0)
-    assert torch.equal(dry.augment(click), click)
+    wet = WaveformAugment(16000, rt60=[0.3, 0.3], prob=1.0).train()(clicks, lengths)
+    assert wet.shape == clicks.shape
+    for row, n in enumerate(lengths.tolist()):
+        w = wet[row, :n]
+        assert torch.allclose(w.pow(2).mean(), clicks[row, :n].pow(2).mean(), rtol=1e-4)  # same level
+        total = w.pow(2).sum()
+        assert w[:1000].pow(2).sum() < 1e-9 * total  # causal: nothing before the sound
+        assert w[1001:].pow(2).sum() > 0.08 * total  # a tail (DRR at most 10 dB)
+    assert wet[0, 4000:5800].pow(2).sum() > 1e-8 * wet[0].pow(2).sum()  # ... that lasts the room's RT60 ...
+    assert wet[0, 5800:].pow(2).sum() < 1e-9 * wet[0].pow(2).sum()  # ... and no longer
+    assert not torch.equal(wet[0], wet[1])  # a room of its own per utterance
+    assert torch.equal(wet[2, 3000:], torch.zeros(13000))  # cut at the utterance's end: padding stays silent
+    torch.manual_seed(1)
+    half = WaveformAugment(16000, rt60=[0.3, 0.3], prob=0.5).train()(clicks.repeat(20, 1), lengths.repeat(20))
+    dry = (half == clicks.repeat(20, 1)).all(1)  # the rows left out are untouched
+    assert 15 <= int(dry.sum()) <= 45
+    assert torch.equal(WaveformAugment(16000, rt60=[0.3, 0.3], prob=1.0).eval()(clicks, lengths), clicks)
     for bad in ([0.5], [0.6, 0.3], [0.0, 0.3]):
         with pytest.raises(ValueError, match="reverb_rt60"):
-            SpeechDataset([], tok, 16000, reverb_rt60=bad)
+            WaveformAugment(16000, rt60=bad)
     with pytest.raises(ValueError, match="reverb_prob"):
-        SpeechDataset([], tok, 16000, reverb_rt60=[0.2, 0.4], reverb_prob=1.5)
+        WaveformAugment(16000, rt60=[0.2, 0.4], prob=1.5)
 
 
 def test_vtlp_draws_a_factor_per_training_utterance():
