@@ -3,8 +3,8 @@
     python scripts/bench_training.py --manifest data/fsdd/train.jsonl --steps 30 [--config recipes/fsdd/conf.yaml]
     python scripts/bench_training.py --device cuda --precision bf16-mixed data.max_frames_per_batch=40000   # a GPU
 
-Both runs use the same batches (length-bucketed, from the manifest), the same model and loss (features, CMVN,
-SpecAugment, encoder, decoder, CTC, guided attention), and Adam. The plain loop is the reference: the ratio tells
+Both runs use the same batches (length-bucketed, from the manifest), the same model and loss (rooms and noise when
+configured, features, CMVN, SpecAugment, encoder, decoder, CTC, guided attention), and Adam. The plain loop is the reference: the ratio tells
 the Lightning overhead. Also prints the peak resident memory of the process (and on CUDA the peak GPU memory) and
 a per-stage time breakdown (from a separate pass). On CUDA the timers wait for the GPU (`torch.cuda.synchronize`).
 """
@@ -121,20 +121,24 @@ def main(argv: list[str] | None = None) -> None:
     print(f"  data loading: {1000 * load_s:.1f} ms per batch = {100 * load_s / (plain / args.steps):.1f}% of a step")
 
     staged = True
-    # "features" is an extra no-grad pass timed on its own; forward+loss computes them again, as training does.
-    stages = dict.fromkeys(("features", "forward+loss", "backward", "optimizer"), 0.0)
+    # "rooms+noise" and "features" are extra no-grad passes timed on their own; forward+loss does both again, as
+    # training does.
+    extra = ("rooms+noise", "features")
+    stages = dict.fromkeys((*extra, "forward+loss", "backward", "optimizer"), 0.0)
     for b in device_batches[3:]:
         t0 = clock()
         with torch.no_grad():
+            module.wave_augment(b.wavs, b.wav_lengths)
+            t1 = clock()
             module.model.features(b.wavs, b.wav_lengths)
-        t1 = clock()
-        t2, t3 = step(b)
-        t4 = clock()
-        for k, dt in zip(stages, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
+        t2 = clock()
+        t3, t4 = step(b)
+        t5 = clock()
+        for k, dt in zip(stages, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4)):
             stages[k] += dt
-    train_time = sum(v for k, v in stages.items() if k != "features")
-    print(f"  features {100 * stages['features'] / train_time:.0f}% of a step; "
-          + ", ".join(f"{k} {100 * v / train_time:.0f}%" for k, v in stages.items() if k != "features"))
+    train_time = sum(v for k, v in stages.items() if k not in extra)
+    print("  " + ", ".join(f"{k} {100 * stages[k] / train_time:.0f}%" for k in extra) + " of a step; "
+          + ", ".join(f"{k} {100 * v / train_time:.0f}%" for k, v in stages.items() if k not in extra))
 
     # Lightning: the same module, the same batches (shapes seen before), Trainer.fit.
     import lightning as L

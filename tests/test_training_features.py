@@ -222,23 +222,26 @@ def test_reverberation_keeps_length_and_level_and_spreads_energy():
         WaveformAugment(16000, rt60=[0.2, 0.4], prob=1.5)
 
 
-def test_vtlp_draws_a_factor_per_training_utterance():
+def test_training_batches_get_vtlp_rooms_and_noise_validation_batches_do_not():
     from asr.recognizer import Recognizer
     from asr.training import ASRModule
 
     cfg = Config()
     cfg.model.d_model, cfg.model.d_ff, cfg.model.n_encoder_layers, cfg.model.n_decoder_layers = 32, 64, 1, 1
-    cfg.data.vtlp = [0.9, 1.1]
+    cfg.data.vtlp, cfg.data.noise_snr = [0.9, 1.1], [20, 20]
+    cfg.data.reverb_rt60, cfg.data.reverb_prob = [0.2, 0.2], 1.0
     module = ASRModule(cfg, Recognizer(cfg, CharTokenizer.build(["abc"])))
-    seen = []  # the warp argument of each frontend call
-    module.model.frontend.register_forward_pre_hook(lambda _m, args: seen.append(args[2]))
+    seen = []  # the waveforms and warp argument of each frontend call
+    module.model.frontend.register_forward_pre_hook(lambda _m, args: seen.append((args[0], args[2])))
     tok = module.model.tokenizer
     batch = collate([(0, torch.randn(8000) * 0.1, torch.tensor(tok.encode("ab"))),
                      (1, torch.randn(6000) * 0.1, torch.tensor(tok.encode("c")))], tok.pad)
     module.train()._forward(batch)
     module.eval()._forward(batch)
-    assert seen[0].shape == (2,) and torch.all((seen[0] >= 0.9) & (seen[0] <= 1.1)) and seen[0][0] != seen[0][1]
-    assert seen[1] is None  # validation sees the real spectrum
+    (train_wavs, warp), (val_wavs, val_warp) = seen
+    assert warp.shape == (2,) and torch.all((warp >= 0.9) & (warp <= 1.1)) and warp[0] != warp[1]
+    assert not torch.equal(train_wavs, batch.wavs) and torch.equal(train_wavs[1, 6000:], torch.zeros(2000))
+    assert val_warp is None and torch.equal(val_wavs, batch.wavs)  # validation hears the real recordings
     cfg.data.vtlp = [1.1]
     with pytest.raises(ValueError, match="data.vtlp"):
         ASRModule(cfg, Recognizer(cfg, CharTokenizer.build(["abc"])))
