@@ -33,8 +33,8 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from torch import Tensor
 from torch.utils.data import DataLoader
 
-from asr.config import Config
 from asr.augment import WaveformAugment
+from asr.config import Config
 from asr.data.dataset import Batch, SpeechDataset, collate, load_split, load_utterance
 from asr.data.manifest import Utterance
 from asr.data.sampler import BucketBatchSampler
@@ -144,8 +144,8 @@ class ASRModule(L.LightningModule):
         self.specaug = SpecAugment(cfg.specaug, cfg.features.dim)
         d = cfg.data
         self.wave_augment = WaveformAugment(cfg.features.sample_rate, d.reverb_rt60, d.reverb_prob, d.noise_snr)
-        if cfg.data.vtlp and not (len(cfg.data.vtlp) == 2 and 0 < cfg.data.vtlp[0] <= cfg.data.vtlp[1]):
-            raise ValueError(f"data.vtlp must be [min, max] warp factors with 0 < min <= max, got {cfg.data.vtlp}")
+        if d.vtlp and not (len(d.vtlp) == 2 and 0 < d.vtlp[0] <= d.vtlp[1]):
+            raise ValueError(f"data.vtlp must be [min, max] warp factors with 0 < min <= max, got {d.vtlp}")
         self._val_counts: list[Tensor] = []
         self._last_step_time: float | None = None
 

@@ -4,9 +4,10 @@
     python scripts/bench_training.py --device cuda --precision bf16-mixed data.max_frames_per_batch=40000   # a GPU
 
 Both runs use the same batches (length-bucketed, from the manifest), the same model and loss (rooms and noise when
-configured, features, CMVN, SpecAugment, encoder, decoder, CTC, guided attention), and Adam. The plain loop is the reference: the ratio tells
-the Lightning overhead. Also prints the peak resident memory of the process (and on CUDA the peak GPU memory) and
-a per-stage time breakdown (from a separate pass). On CUDA the timers wait for the GPU (`torch.cuda.synchronize`).
+configured, features, CMVN, SpecAugment, encoder, decoder, CTC, guided attention), and Adam. The plain loop is the
+reference: the ratio tells the Lightning overhead. Also prints the peak resident memory of the process (and on CUDA
+the peak GPU memory) and a per-stage time breakdown (from a separate pass). On CUDA the timers wait for the GPU
+(`torch.cuda.synchronize`).
 """
 
 from __future__ import annotations
