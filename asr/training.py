@@ -33,7 +33,7 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from torch import Tensor
 from torch.utils.data import DataLoader
 
-from asr.augment import WaveformAugment
+from asr.augment import WaveformAugment, uniform
 from asr.config import Config
 from asr.data.dataset import Batch, SpeechDataset, collate, load_split, load_utterance
 from asr.data.manifest import Utterance
@@ -154,8 +154,7 @@ class ASRModule(L.LightningModule):
         tok = self.model.tokenizer
         warp = None
         if self.training and self.cfg.data.vtlp:  # one factor per utterance, uniform in [min, max]
-            lo, hi = self.cfg.data.vtlp
-            warp = lo + (hi - lo) * torch.rand(batch.wavs.shape[0], device=batch.wavs.device)
+            warp = uniform(*self.cfg.data.vtlp, batch.wavs.shape[0], batch.wavs.device)
         wavs = self.wave_augment(batch.wavs, batch.wav_lengths)  # rooms, noise (training only)
         feats, feat_lengths = self.model.features(wavs, batch.wav_lengths, warp)  # (batch, frames, dim)
         if self.training:

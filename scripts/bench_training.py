@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> None:
     module = ASRModule(cfg, rec)
     dataset = SpeechDataset(utts, tok, cfg.features.sample_rate, cfg.data.speed_perturb)
     sampler = BucketBatchSampler([u.duration for u in utts], cfg.data.max_frames_per_batch, cfg.data.max_batch_size)
-    start = time.perf_counter()  # data loading: read + speed perturbation + pad, as the DataLoader does in the main process
+    start = time.perf_counter()  # data loading: read + speed perturbation + pad, as the DataLoader does (main process)
     batches = [collate([dataset[i] for i in b], tok.pad) for _, b in zip(range(args.steps + 3), sampler)]
     load_s = (time.perf_counter() - start) / len(batches)
     sampler.set_epoch(1)  # another batch order: batches (and so shapes) the timed runs do not have
