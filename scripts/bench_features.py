@@ -8,6 +8,10 @@ longest; throughput counts true audio seconds, so work spent on padding counts a
 
     python scripts/bench_features.py                 # 16 utterances of 2-8 s, best of 10 repetitions
     python scripts/bench_features.py --batch 32 --min-s 1 --max-s 15 --reps 10
+    python scripts/bench_features.py --resample --threads 2   # asr.audio.resample against torchaudio's, per utterance
+
+The resampling figures count input audio-seconds per second, per utterance (as the data loader calls it), for the
+ratios speech needs: speed perturbation 0.9 and 1.1 (14.4 and 17.6 kHz read as 16 kHz), 8 -> 16 kHz, 44.1 -> 16 kHz.
 """
 
 from __future__ import annotations
@@ -69,6 +73,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1: the per-thread figure)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-librosa", action="store_true", help="skip librosa (the slowest reference)")
+    p.add_argument("--resample", action="store_true", help="time resampling instead of feature extraction")
     args = p.parse_args(argv)
 
     torch.set_num_threads(args.threads)
@@ -83,6 +88,9 @@ def main(argv: list[str] | None = None) -> None:
     wav, lengths = make_batch(args.batch, args.min_s, args.max_s, sr, args.seed)
     audio_s = lengths.sum().item() / sr
     utts = [wav[i, : int(n)] for i, n in enumerate(lengths)]
+    if args.resample:
+        bench_resample(utts, audio_s, args.reps)
+        return
 
     fbank, mfcc = Fbank(cfg).eval(), MFCC(FeatureConfig(kind="mfcc")).eval()
     melspec = torchaudio.transforms.MelSpectrogram(
@@ -125,6 +133,40 @@ def main(argv: list[str] | None = None) -> None:
     for name, (best, median) in results.items():
         speed = audio_s / best
         print(f"{name:42s} {speed:15,.0f} {audio_s / median:10,.0f} {speed / ref:8.2f}x")
+
+
+def bench_resample(utts: list[torch.Tensor], audio_s: float, reps: int) -> None:
+    """asr.audio.resample against torchaudio's Resample transform (kernel built once, as a data loader would keep
+    it) and torchaudio.functional.resample (kernel built per call), one utterance at a time. Every call trims the
+    utterances by a few more samples: in training no two utterances have the same length, and torchaudio's conv1d
+    pays for each new input shape (oneDNN builds a kernel per shape), which repeating the same lengths would hide."""
+    import itertools
+
+    import torchaudio
+
+    from asr.audio import resample
+
+    print(f"resampling {len(utts)} utterances ({audio_s:.1f} audio-s) one at a time, torch threads="
+          f"{torch.get_num_threads()}, best of {reps}")
+    print(f"{'ratio':>14s} {'asr resample':>13s} {'Resample':>10s} {'functional':>11s} {'vs Resample':>12s}")
+    for orig, new in ((14400, 16000), (17600, 16000), (8000, 16000), (44100, 16000)):
+        transform = torchaudio.transforms.Resample(orig, new)
+        trims = itertools.count(1)
+
+        def fresh() -> list[torch.Tensor]:  # lengths no earlier call has used
+            k = next(trims)
+            return [u[:-k] for u in utts]
+
+        best = {
+            name: measure(lambda: [fn(u) for u in fresh()], reps)[0]
+            for name, fn in (
+                ("asr", lambda u: resample(u, orig, new)),
+                ("transform", transform),
+                ("functional", lambda u: torchaudio.functional.resample(u, orig, new)),
+            )
+        }
+        print(f"{orig:>6d}->{new:<6d} {audio_s / best['asr']:13,.0f} {audio_s / best['transform']:10,.0f} "
+              f"{audio_s / best['functional']:11,.0f} {best['transform'] / best['asr']:11.1f}x")
 
 
 if __name__ == "__main__":

@@ -9,18 +9,15 @@ An utterance with an `offset` field (a Kaldi segment) is the stretch [offset, of
 
 from __future__ import annotations
 
-import functools
 import logging
-import math
 from dataclasses import dataclass
 from typing import Sequence
 
 import torch
-import torchaudio
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from asr.audio import AudioError, audio_info, load_audio
+from asr.audio import AudioError, audio_info, load_audio, resample
 from asr.data.manifest import Utterance, read_manifest
 from asr.text import CharTokenizer
 
@@ -62,18 +59,11 @@ class SpeechDataset(Dataset):
         self.tokens = [torch.tensor(tokenizer.encode(u.text), dtype=torch.long) for u in self.utts]
         self.speed_perturb = [float(f) for f in speed_perturb]
 
-    @functools.lru_cache(maxsize=8)
-    def _resampler(self, factor: float) -> torchaudio.transforms.Resample:
-        """The resampling kernel is built once per factor (building it costs more than applying it)."""
-        orig, new = round(self.sample_rate * factor), self.sample_rate
-        g = math.gcd(orig, new)
-        return torchaudio.transforms.Resample(orig // g, new // g)
-
     def augment(self, wav: Tensor) -> Tensor:
         if self.speed_perturb:
             factor = self.speed_perturb[int(torch.randint(len(self.speed_perturb), (1,)))]
             if factor != 1.0:  # played `factor` times faster: resample from sr * factor down to sr
-                wav = self._resampler(factor)(wav)
+                wav = resample(wav, round(self.sample_rate * factor), self.sample_rate)
         return wav
 
     def __len__(self) -> int:
