@@ -77,10 +77,11 @@ def to_mono(data: np.ndarray) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=16)
-def _sinc_kernel(orig: int, new: int) -> tuple[torch.Tensor, int]:
-    """torchaudio's windowed-sinc kernel for orig -> new (coprime), as (taps, new) for a matmul, and its half-width."""
-    r = torchaudio.transforms.Resample(orig, new, dtype=torch.float64)  # cast to each input's dtype
-    return r.kernel[:, 0, :].T.contiguous(), r.width
+def _sinc_kernel(orig: int, new: int, dtype: torch.dtype) -> tuple[torch.Tensor, int]:
+    """torchaudio's windowed-sinc kernel for orig -> new (coprime), as (taps, new) for a matmul, and its half-width.
+    Built in float64 and then cast: torchaudio's float32 build is off by up to 2e-5 at 441:160."""
+    r = torchaudio.transforms.Resample(orig, new, dtype=torch.float64)
+    return r.kernel[:, 0, :].T.to(dtype).contiguous(), r.width
 
 
 def resample(wav: torch.Tensor, orig_sr: int, new_sr: int) -> torch.Tensor:
@@ -95,8 +96,8 @@ def resample(wav: torch.Tensor, orig_sr: int, new_sr: int) -> torch.Tensor:
         return wav
     g = math.gcd(int(orig_sr), int(new_sr))
     orig, new = int(orig_sr) // g, int(new_sr) // g
-    kernel, width = _sinc_kernel(orig, new)
-    kernel = kernel.to(wav.device, wav.dtype)  # (taps, new)
+    kernel, width = _sinc_kernel(orig, new, wav.dtype)
+    kernel = kernel.to(wav.device)  # (taps, new); a no-op on the CPU
     n = wav.shape[-1]
     windows = torch.nn.functional.pad(wav, (width, width + orig)).unfold(-1, kernel.shape[0], orig)  # (..., w, taps)
     step = max(1, (1 << 20) // kernel.shape[0])
