@@ -1,12 +1,12 @@
 # Two commands do everything on a fresh machine (Python >= 3.10; set PYTHON=python3.11 to choose):
 #   make demo   set up .venv, generate the embedded synthetic corpus, train, decode the held-out voices, print WER
-#   make test   set up .venv and run the test suite
+#   make test   set up .venv and run the test suite (make lint: ruff check + format check)
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test fsdd clean-exp
+.PHONY: demo test lint fsdd clean-exp
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,6 +19,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 # The FSDD recipe needs the FSDD recordings (FSDD_DIR, default ../shared/data/fsdd).
 fsdd: $(STAMP)

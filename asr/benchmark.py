@@ -307,8 +307,10 @@ def aligned_pair(ref: list[str], hyp: list[str], chunks: Sequence) -> tuple[str,
         else:  # insert
             cols += [("*" * len(b), b.upper()) for b in h]
     widths = [max(len(a), len(b)) for a, b in cols]
-    return (" ".join(a.ljust(n) for (a, _), n in zip(cols, widths)).rstrip(),
-            " ".join(b.ljust(n) for (_, b), n in zip(cols, widths)).rstrip())
+    return (
+        " ".join(a.ljust(n) for (a, _), n in zip(cols, widths)).rstrip(),
+        " ".join(b.ljust(n) for (_, b), n in zip(cols, widths)).rstrip(),
+    )
 
 
 def _alignments(refs: list[str], hyps: list[str]) -> list[list]:
@@ -354,6 +356,7 @@ def score_system(
         errs.add(r, h, chunks)
         scores.append(UtteranceScore(i, utts[i].id, ref, hyp, _chunk_errors(chunks), len(r)))
         aligned.append((r, h, chunks))
+
     def badness(k: int) -> tuple:  # most errors first; ties: the higher error rate, then manifest order
         return -scores[k].errors, -scores[k].errors / max(scores[k].ref_words, 1), k
 
@@ -366,8 +369,10 @@ def score_system(
         a_ref, a_hyp = aligned_pair(*aligned[k])
         worst.append(WorstUtterance(s.id, s.errors, s.ref_words, s.ref, s.hyp, a_ref, a_hyp))
     analysis = ErrorAnalysis(
-        [(r, h, n) for (r, h), n in errs.substitutions.most_common(TOP_K)], errs.deletions.most_common(TOP_K),
-        errs.insertions.most_common(TOP_K), worst,
+        [(r, h, n) for (r, h), n in errs.substitutions.most_common(TOP_K)],
+        errs.deletions.most_common(TOP_K),
+        errs.insertions.most_common(TOP_K),
+        worst,
     )
     return rates, scores, analysis
 
@@ -424,8 +429,11 @@ def compare(a: SystemResult, b: SystemResult, n_resamples: int, seed: int) -> Pa
     ea = {u.index: u for u in a.utterances}
     common = [u for u in b.utterances if u.index in ea]
     return paired_bootstrap(
-        [ea[u.index].errors for u in common], [u.errors for u in common], [u.ref_words for u in common],
-        n_resamples, seed,
+        [ea[u.index].errors for u in common],
+        [u.errors for u in common],
+        [u.ref_words for u in common],
+        n_resamples,
+        seed,
     )
 
 
@@ -574,7 +582,14 @@ def run_benchmark(spec: BenchmarkSpec) -> BenchmarkReport:
         for s, set_label in zip(spec.sets, set_labels)
     ]
     return BenchmarkReport(
-        systems, comps, breakdowns, spec.n_bootstrap, spec.seed, spec.device, model_labels, set_labels,
+        systems,
+        comps,
+        breakdowns,
+        spec.n_bootstrap,
+        spec.seed,
+        spec.device,
+        model_labels,
+        set_labels,
         [d.canonical for d in spec.decoders],
     )
 
@@ -597,8 +612,15 @@ def _systems(
             utts = manifests[set_path]
             for setup in spec.decoders:
                 uses_lm = setup.all_params().get("lm_weight", 0) > 0
-                key = CacheKey(model_hash, set_hashes[set_path], setup.canonical, spec.device, spec.batch_size,
-                               spec.threads, lm_hash if uses_lm else None)
+                key = CacheKey(
+                    model_hash,
+                    set_hashes[set_path],
+                    setup.canonical,
+                    spec.device,
+                    spec.batch_size,
+                    spec.threads,
+                    lm_hash if uses_lm else None,
+                )
                 decoded = load_cached(cache_dir, key, len(utts))
                 status = "cached"
                 if decoded is None:
@@ -627,12 +649,27 @@ def _result(model_path, model_label, set_path, set_label, setup, status, d: Deco
     rates, scores, analysis = score_system(utts, d.hyps, d.normalizer)
     ci = bootstrap_interval([u.errors for u in scores], [u.ref_words for u in scores], spec.n_bootstrap, spec.seed)
     return SystemResult(
-        model=model_label, set=set_label, decoder=setup.canonical, model_path=str(model_path), set_path=str(set_path),
-        status=status, rates=rates, wer_interval=Interval(100 * ci.low, 100 * ci.high),
-        decode_seconds=d.decode_seconds, audio_seconds=d.audio_seconds,
-        rtf=d.decode_seconds / max(d.audio_seconds, 1e-9), utts_per_second=len(scores) / max(d.decode_seconds, 1e-9),
-        peak_rss_mb=d.peak_rss_mb, rss_increase_mb=d.rss_increase_mb, peak_gpu_mb=d.peak_gpu_mb,
-        memory_note=d.memory_note, num_params=d.num_params, device=d.device, threads=d.threads,
-        normalizer=d.normalizer, skipped=d.skipped,
-        utterances=scores, analysis=analysis,
+        model=model_label,
+        set=set_label,
+        decoder=setup.canonical,
+        model_path=str(model_path),
+        set_path=str(set_path),
+        status=status,
+        rates=rates,
+        wer_interval=Interval(100 * ci.low, 100 * ci.high),
+        decode_seconds=d.decode_seconds,
+        audio_seconds=d.audio_seconds,
+        rtf=d.decode_seconds / max(d.audio_seconds, 1e-9),
+        utts_per_second=len(scores) / max(d.decode_seconds, 1e-9),
+        peak_rss_mb=d.peak_rss_mb,
+        rss_increase_mb=d.rss_increase_mb,
+        peak_gpu_mb=d.peak_gpu_mb,
+        memory_note=d.memory_note,
+        num_params=d.num_params,
+        device=d.device,
+        threads=d.threads,
+        normalizer=d.normalizer,
+        skipped=d.skipped,
+        utterances=scores,
+        analysis=analysis,
     )

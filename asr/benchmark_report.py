@@ -1,7 +1,7 @@
 """Benchmark outputs: a Markdown report, a CSV and a JSON of the same numbers, and a WER-vs-speed plot.
 
-    write_report(report, out_dir) -> [results.md, results.csv, results.json, wer_vs_rtf.png]
-    render_markdown(report, details=False) -> str    (what `asr benchmark` prints: no error analysis)
+write_report(report, out_dir) -> [results.md, results.csv, results.json, wer_vs_rtf.png]
+render_markdown(report, details=False) -> str    (what `asr benchmark` prints: no error analysis)
 """
 
 from __future__ import annotations
@@ -14,9 +14,32 @@ from pathlib import Path
 from asr.benchmark import BenchmarkReport, Comparison, SystemResult
 
 CSV_FIELDS = [
-    "model", "set", "decoder", "status", "utterances", "skipped", "ref_words", "wer", "wer_ci_low", "wer_ci_high",
-    "cer", "substitutions", "deletions", "insertions", "ser", "rtf", "utts_per_second", "decode_seconds",
-    "audio_seconds", "peak_rss_mb", "rss_increase_mb", "peak_gpu_mb", "num_params", "device", "threads", "model_path",
+    "model",
+    "set",
+    "decoder",
+    "status",
+    "utterances",
+    "skipped",
+    "ref_words",
+    "wer",
+    "wer_ci_low",
+    "wer_ci_high",
+    "cer",
+    "substitutions",
+    "deletions",
+    "insertions",
+    "ser",
+    "rtf",
+    "utts_per_second",
+    "decode_seconds",
+    "audio_seconds",
+    "peak_rss_mb",
+    "rss_increase_mb",
+    "peak_gpu_mb",
+    "num_params",
+    "device",
+    "threads",
+    "model_path",
     "set_path",
 ]
 
@@ -36,17 +59,47 @@ def _memory(s: SystemResult) -> str:
 
 
 def results_table(report: BenchmarkReport) -> list[str]:
-    header = ["model", "set", "decoder", "utts", "WER %", "95% CI", "CER %", "S", "D", "I", "SER %", "RTF", "utt/s",
-              "peak RSS MB (+decode)", "params", "status"]
+    header = [
+        "model",
+        "set",
+        "decoder",
+        "utts",
+        "WER %",
+        "95% CI",
+        "CER %",
+        "S",
+        "D",
+        "I",
+        "SER %",
+        "RTF",
+        "utt/s",
+        "peak RSS MB (+decode)",
+        "params",
+        "status",
+    ]
     rows = []
     for s in report.systems:
         r = s.rates
-        rows.append([
-            s.model, s.set, f"`{s.decoder}`", str(r.sentences), f"{r.wer:.2f}",
-            f"{s.wer_interval.low:.2f}–{s.wer_interval.high:.2f}", f"{r.cer:.2f}", str(r.substitutions),
-            str(r.deletions), str(r.insertions), f"{s.ser:.1f}", f"{s.rtf:.4f}", f"{s.utts_per_second:.1f}",
-            _memory(s), f"{s.num_params / 1e6:.2f} M", s.status,
-        ])
+        rows.append(
+            [
+                s.model,
+                s.set,
+                f"`{s.decoder}`",
+                str(r.sentences),
+                f"{r.wer:.2f}",
+                f"{s.wer_interval.low:.2f}–{s.wer_interval.high:.2f}",
+                f"{r.cer:.2f}",
+                str(r.substitutions),
+                str(r.deletions),
+                str(r.insertions),
+                f"{s.ser:.1f}",
+                f"{s.rtf:.4f}",
+                f"{s.utts_per_second:.1f}",
+                _memory(s),
+                f"{s.num_params / 1e6:.2f} M",
+                s.status,
+            ]
+        )
     return _table(header, rows)
 
 
@@ -54,11 +107,20 @@ def _comparison_rows(comps: list[Comparison]) -> list[list[str]]:
     rows = []
     for c in comps:
         p = c.result
-        rows.append([
-            c.set, c.fixed, c.a, c.b, f"{100 * p.wer_a:.2f}", f"{100 * p.wer_b:.2f}", f"{100 * p.delta:+.2f}",
-            f"{100 * p.delta_interval.low:+.2f} … {100 * p.delta_interval.high:+.2f}", f"{p.prob_b_better:.3f}",
-            p.verdict,
-        ])
+        rows.append(
+            [
+                c.set,
+                c.fixed,
+                c.a,
+                c.b,
+                f"{100 * p.wer_a:.2f}",
+                f"{100 * p.wer_b:.2f}",
+                f"{100 * p.delta:+.2f}",
+                f"{100 * p.delta_interval.low:+.2f} … {100 * p.delta_interval.high:+.2f}",
+                f"{p.prob_b_better:.3f}",
+                p.verdict,
+            ]
+        )
     return rows
 
 
@@ -90,16 +152,19 @@ def breakdown_section(report: BenchmarkReport) -> list[str]:
         order = f"worst first for {b.sorted_by}" if b.sorted_by else "length order"
         out += [f"## WER % by {b.field}: {b.set} ({order})", ""]
         header = [b.field, "utts", "words", *b.systems]
-        rows = [[r.group, str(r.utterances), str(r.ref_words), *(f"{r.wer[s]:.2f}" for s in b.systems)]
-                for r in b.rows]
+        rows = [[r.group, str(r.utterances), str(r.ref_words), *(f"{r.wer[s]:.2f}" for s in b.systems)] for r in b.rows]
         out += _table(header, rows) + [""]
     return out
 
 
 def error_analysis_section(report: BenchmarkReport) -> list[str]:
-    out = ["## Error analysis", "",
-           "Most frequent word errors (ref → hyp) and the utterances with the most errors, aligned: errors in upper "
-           "case, `***` where a word is missing.", ""]
+    out = [
+        "## Error analysis",
+        "",
+        "Most frequent word errors (ref → hyp) and the utterances with the most errors, aligned: errors in upper "
+        "case, `***` where a word is missing.",
+        "",
+    ]
     for s in report.systems:
         a = s.analysis
         out += [f"### {s.model} · {s.set} · `{s.decoder}`", ""]
@@ -113,9 +178,11 @@ def error_analysis_section(report: BenchmarkReport) -> list[str]:
         if a.worst:
             out.append("```")
             for w in a.worst:
-                out += [f"{w.id}: {w.errors} error{'s' * (w.errors != 1)} / {w.ref_words} words",
-                        f"  REF: {w.aligned_ref}",
-                        f"  HYP: {w.aligned_hyp}"]
+                out += [
+                    f"{w.id}: {w.errors} error{'s' * (w.errors != 1)} / {w.ref_words} words",
+                    f"  REF: {w.aligned_ref}",
+                    f"  HYP: {w.aligned_hyp}",
+                ]
             out += ["```", ""]
     return out
 
@@ -161,15 +228,32 @@ def render_markdown(report: BenchmarkReport, details: bool = True) -> str:
 def _csv_row(s: SystemResult) -> dict:
     r = s.rates
     return {
-        "model": s.model, "set": s.set, "decoder": s.decoder, "status": s.status, "utterances": r.sentences,
-        "skipped": len(s.skipped), "ref_words": r.ref_words, "wer": round(r.wer, 4),
-        "wer_ci_low": round(s.wer_interval.low, 4), "wer_ci_high": round(s.wer_interval.high, 4),
-        "cer": round(r.cer, 4), "substitutions": r.substitutions, "deletions": r.deletions,
-        "insertions": r.insertions, "ser": round(s.ser, 4), "rtf": round(s.rtf, 6),
-        "utts_per_second": round(s.utts_per_second, 3), "decode_seconds": round(s.decode_seconds, 4),
-        "audio_seconds": round(s.audio_seconds, 3), "peak_rss_mb": _round(s.peak_rss_mb),
-        "rss_increase_mb": _round(s.rss_increase_mb), "peak_gpu_mb": _round(s.peak_gpu_mb),
-        "num_params": s.num_params, "device": s.device, "threads": s.threads, "model_path": s.model_path,
+        "model": s.model,
+        "set": s.set,
+        "decoder": s.decoder,
+        "status": s.status,
+        "utterances": r.sentences,
+        "skipped": len(s.skipped),
+        "ref_words": r.ref_words,
+        "wer": round(r.wer, 4),
+        "wer_ci_low": round(s.wer_interval.low, 4),
+        "wer_ci_high": round(s.wer_interval.high, 4),
+        "cer": round(r.cer, 4),
+        "substitutions": r.substitutions,
+        "deletions": r.deletions,
+        "insertions": r.insertions,
+        "ser": round(s.ser, 4),
+        "rtf": round(s.rtf, 6),
+        "utts_per_second": round(s.utts_per_second, 3),
+        "decode_seconds": round(s.decode_seconds, 4),
+        "audio_seconds": round(s.audio_seconds, 3),
+        "peak_rss_mb": _round(s.peak_rss_mb),
+        "rss_increase_mb": _round(s.rss_increase_mb),
+        "peak_gpu_mb": _round(s.peak_gpu_mb),
+        "num_params": s.num_params,
+        "device": s.device,
+        "threads": s.threads,
+        "model_path": s.model_path,
         "set_path": s.set_path,
     }
 
@@ -197,8 +281,14 @@ def report_dict(report: BenchmarkReport) -> dict:
         systems.append(d)
     comps = [{**asdict(c), "verdict": c.result.verdict} for c in report.comparisons]
     return {
-        "settings": {"n_bootstrap": report.n_bootstrap, "seed": report.seed, "device": report.device,
-                     "models": report.models, "sets": report.sets, "decoders": report.decoders},
+        "settings": {
+            "n_bootstrap": report.n_bootstrap,
+            "seed": report.seed,
+            "device": report.device,
+            "models": report.models,
+            "sets": report.sets,
+            "decoders": report.decoders,
+        },
         "systems": systems,
         "comparisons": comps,
         "breakdowns": [asdict(b) for b in report.breakdowns],
@@ -251,5 +341,9 @@ def write_report(report: BenchmarkReport, out_dir: str | Path) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     md = out_dir / "results.md"
     md.write_text(render_markdown(report, details=True), encoding="utf-8")
-    return [md, write_csv(report, out_dir / "results.csv"), write_json(report, out_dir / "results.json"),
-            plot_wer_vs_rtf(report, out_dir / "wer_vs_rtf.png")]
+    return [
+        md,
+        write_csv(report, out_dir / "results.csv"),
+        write_json(report, out_dir / "results.json"),
+        plot_wer_vs_rtf(report, out_dir / "wer_vs_rtf.png"),
+    ]

@@ -1,13 +1,13 @@
 """Command line: `asr prepare | train | transcribe | evaluate | train-lm`.
 
-    asr prepare fsdd --data-dir ../shared/data/fsdd --out data/fsdd
-    asr prepare CORPUS --data-dir DIR --out OUT [--download] [corpus options]     (asr prepare --help: the corpora)
-    asr train --config recipes/fsdd/conf.yaml [--resume] [section.key=value ...]
-    asr transcribe --model exp/fsdd/model.pt [--format txt|json|srt|vtt] [--out-dir D] a.wav folder/ m.jsonl
-    asr evaluate --model exp/fsdd/model.pt --manifest data/fsdd/test.jsonl [--beam-size N] [--out hyps.jsonl]
-    asr train-lm --model exp/synth/model.pt --manifest data/synth/train.jsonl --out exp/synth/lm.pt [--minutes 2]
-    asr evaluate ... --lm exp/synth/lm.pt --lm-weight 0.3       (also transcribe: shallow fusion in beam search)
-    asr benchmark --models A.pt B.pt --sets test.jsonl --decoders greedy,beam10,ctc [--by speaker] [--out DIR]
+asr prepare fsdd --data-dir ../shared/data/fsdd --out data/fsdd
+asr prepare CORPUS --data-dir DIR --out OUT [--download] [corpus options]     (asr prepare --help: the corpora)
+asr train --config recipes/fsdd/conf.yaml [--resume] [section.key=value ...]
+asr transcribe --model exp/fsdd/model.pt [--format txt|json|srt|vtt] [--out-dir D] a.wav folder/ m.jsonl
+asr evaluate --model exp/fsdd/model.pt --manifest data/fsdd/test.jsonl [--beam-size N] [--out hyps.jsonl]
+asr train-lm --model exp/synth/model.pt --manifest data/synth/train.jsonl --out exp/synth/lm.pt [--minutes 2]
+asr evaluate ... --lm exp/synth/lm.pt --lm-weight 0.3       (also transcribe: shallow fusion in beam search)
+asr benchmark --models A.pt B.pt --sets test.jsonl --decoders greedy,beam10,ctc [--by speaker] [--out DIR]
 """
 
 from __future__ import annotations
@@ -49,8 +49,23 @@ def cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
 
 # Extensions `asr transcribe` picks up in folders: the audio containers libsndfile reads, and headerless .raw PCM.
 AUDIO_SUFFIXES = {
-    ".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".sph", ".nist", ".aiff", ".aif", ".aifc", ".au", ".snd",
-    ".caf", ".w64", ".rf64", ".raw",
+    ".wav",
+    ".flac",
+    ".ogg",
+    ".oga",
+    ".opus",
+    ".mp3",
+    ".sph",
+    ".nist",
+    ".aiff",
+    ".aif",
+    ".aifc",
+    ".au",
+    ".snd",
+    ".caf",
+    ".w64",
+    ".rf64",
+    ".raw",
 }
 TRANSCRIBE_GROUP_SECONDS = 600.0  # audio loaded at a time: bounds memory on big folders, and output comes as it goes
 PROGRESS_MIN_FILES = 10  # fewer files get no progress bar
@@ -260,9 +275,13 @@ def _report_evaluation(args: argparse.Namespace, result, name: str, decoder: str
     write_hypotheses(out, result)
     print(f"{args.manifest}: {r.sentences} utterances, {decoder}")
     print(f"text normalisation (references and hypotheses): {result.normalizer.name}: {result.normalizer.description}")
-    print(f"WER {r.wer:.2f}%  CER {r.cer:.2f}%  (substitutions {r.substitutions}, deletions {r.deletions}, "
-          f"insertions {r.insertions}, reference words {r.ref_words})")
-    print(f"real-time factor {result.rtf:.4f} ({result.decode_seconds:.1f} s for {result.audio_seconds:.0f} s of audio)")
+    print(
+        f"WER {r.wer:.2f}%  CER {r.cer:.2f}%  (substitutions {r.substitutions}, deletions {r.deletions}, "
+        f"insertions {r.insertions}, reference words {r.ref_words})"
+    )
+    print(
+        f"real-time factor {result.rtf:.4f} ({result.decode_seconds:.1f} s for {result.audio_seconds:.0f} s of audio)"
+    )
     _print_error_breakdown(result.rows)
     if result.skipped:
         print(f"{len(result.skipped)} unreadable files skipped (listed above)")
@@ -283,8 +302,10 @@ def _print_error_breakdown(rows: list[dict], top: int = 10) -> None:
         counts[0] += r["word_errors"]
         counts[1] += r["ref_words"]
     if len(by) > 1:
-        print("WER by speaker: " + ", ".join(f"{s} {100.0 * e / max(n, 1):.2f}% of {n}"
-                                               for s, (e, n) in sorted(by.items())))
+        print(
+            "WER by speaker: "
+            + ", ".join(f"{s} {100.0 * e / max(n, 1):.2f}% of {n}" for s, (e, n) in sorted(by.items()))
+        )
 
 
 def cmd_train_lm(args: argparse.Namespace) -> int:
@@ -308,8 +329,10 @@ def cmd_train_lm(args: argparse.Namespace) -> int:
     extra = {"asr_model": str(args.model), **dataclasses.asdict(report), "train": dataclasses.asdict(train_cfg)}
     path = save_lm(args.out, lm, extra)
     n_params = sum(p.numel() for p in lm.parameters())
-    print(f"LM: {n_params / 1e6:.2f} M parameters, {report.train_sentences} training / {report.dev_sentences} dev "
-          f"sentences, {report.epochs} epochs in {report.minutes:.1f} min")
+    print(
+        f"LM: {n_params / 1e6:.2f} M parameters, {report.train_sentences} training / {report.dev_sentences} dev "
+        f"sentences, {report.epochs} epochs in {report.minutes:.1f} min"
+    )
     print(f"dev perplexity {report.dev_perplexity:.3f} per token (uniform over the vocabulary: {len(tokenizer)})")
     print(f"LM: {path}")
     return 0
@@ -326,10 +349,17 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
         if not torch.cuda.is_available():
             raise ValueError(f"--device {args.device}: CUDA is not available here (use --device cpu)")
     spec = BenchmarkSpec(
-        models=[Path(m) for m in args.models], sets=[Path(s) for s in args.sets],
-        decoders=parse_decoders(args.decoders), out_dir=Path(args.out), by=args.by, n_bootstrap=args.bootstrap,
-        seed=args.seed, device=args.device, batch_size=args.batch_size,
-        cache_dir=Path(args.cache_dir) if args.cache_dir else None, lm=Path(args.lm) if args.lm else None,
+        models=[Path(m) for m in args.models],
+        sets=[Path(s) for s in args.sets],
+        decoders=parse_decoders(args.decoders),
+        out_dir=Path(args.out),
+        by=args.by,
+        n_bootstrap=args.bootstrap,
+        seed=args.seed,
+        device=args.device,
+        batch_size=args.batch_size,
+        cache_dir=Path(args.cache_dir) if args.cache_dir else None,
+        lm=Path(args.lm) if args.lm else None,
         threads=args.threads,
     )
     report = run_benchmark(spec)
@@ -340,9 +370,24 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
 
 
 # `asr prepare` options that only some corpora take (dest names; each corpus lists its own in CORPORA[...].options).
-PREPARE_OPTIONS = ("train_subsets", "dev_subsets", "test_subsets", "n_train", "n_dev", "n_test", "seed",
-                   "held_out_speakers", "dev_speakers", "n_dev_speakers", "split", "dev_fraction", "test_fraction",
-                   "texts", "copies", "spell_letters")
+PREPARE_OPTIONS = (
+    "train_subsets",
+    "dev_subsets",
+    "test_subsets",
+    "n_train",
+    "n_dev",
+    "n_test",
+    "seed",
+    "held_out_speakers",
+    "dev_speakers",
+    "n_dev_speakers",
+    "split",
+    "dev_fraction",
+    "test_fraction",
+    "texts",
+    "copies",
+    "spell_letters",
+)
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
@@ -380,29 +425,47 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="asr", description="Speech-Transformer ASR toolkit")
     sub = p.add_subparsers(dest="command", required=True)
 
-    t = sub.add_parser("train", help="train a model from a recipe config; extra args override config values",
-                       epilog="overrides: section.key=value, e.g. model.d_model=256 train.max_epochs=10")
+    t = sub.add_parser(
+        "train",
+        help="train a model from a recipe config; extra args override config values",
+        epilog="overrides: section.key=value, e.g. model.d_model=256 train.max_epochs=10",
+    )
     t.add_argument("--config", required=True, help="recipe YAML (e.g. recipes/fsdd/conf.yaml)")
     t.add_argument("--resume", action="store_true", help="continue from <out_dir>/checkpoints/last.ckpt")
 
-    tr = sub.add_parser("transcribe", help="transcribe audio files, folders or manifests (txt: path<TAB>text lines)",
-                        epilog="long recordings are cut at pauses into chunks of at most --max-chunk-seconds")
+    tr = sub.add_parser(
+        "transcribe",
+        help="transcribe audio files, folders or manifests (txt: path<TAB>text lines)",
+        epilog="long recordings are cut at pauses into chunks of at most --max-chunk-seconds",
+    )
     tr.add_argument("--model", required=True)
     tr.add_argument("--beam-size", type=int, default=None, help="1 = greedy (default: the model's decode config)")
     tr.add_argument("--ctc-weight", type=float, default=None, help="joint CTC/attention weight for beam search")
-    tr.add_argument("--decoder", default=None, help="a named decoding setup instead of attention search: "
-                    "ctc, nat-length, nat-max, mask-ctc[:iterations=N] (see asr benchmark --help)")
+    tr.add_argument(
+        "--decoder",
+        default=None,
+        help="a named decoding setup instead of attention search: "
+        "ctc, nat-length, nat-max, mask-ctc[:iterations=N] (see asr benchmark --help)",
+    )
     tr.add_argument("--batch-size", type=int, default=None, help="chunks decoded at once (default: the model's)")
     tr.add_argument("--max-chunk-seconds", type=float, default=None, help="longest chunk decoded at once (default 20)")
-    tr.add_argument("--format", choices=["txt", "json", "srt", "vtt"], default="txt",
-                    help="txt: path<TAB>text; json: one object a line with timed, scored segments; srt/vtt: subtitles")
+    tr.add_argument(
+        "--format",
+        choices=["txt", "json", "srt", "vtt"],
+        default="txt",
+        help="txt: path<TAB>text; json: one object a line with timed, scored segments; srt/vtt: subtitles",
+    )
     tr.add_argument("--out-dir", default=None, help="write one file per input here instead of printing")
     tr.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
     tr.add_argument("--lm", default=None, help="token LM file (asr train-lm) for shallow fusion in beam search")
     tr.add_argument("--lm-weight", type=float, default=None, help="LM weight (default: the model's decode.lm_weight)")
-    tr.add_argument("--vtln-warps", default=None, help="test-time VTLN: decode at each of these comma-separated "
-                    "frequency-warp factors and keep each utterance's best-scoring text, e.g. 0.92,0.96,1,1.04,1.08 "
-                    "(5x the search; for models trained with data.vtlp; default: the model's decode.vtln_warps)")
+    tr.add_argument(
+        "--vtln-warps",
+        default=None,
+        help="test-time VTLN: decode at each of these comma-separated "
+        "frequency-warp factors and keep each utterance's best-scoring text, e.g. 0.92,0.96,1,1.04,1.08 "
+        "(5x the search; for models trained with data.vtlp; default: the model's decode.vtln_warps)",
+    )
     tr.add_argument("audio", nargs="+", help="audio files, folders (searched recursively) or .jsonl manifests")
 
     e = sub.add_parser("evaluate", help="decode a manifest, print WER/CER, write per-utterance hypotheses")
@@ -410,19 +473,29 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--manifest", required=True)
     e.add_argument("--beam-size", type=int, default=None, help="1 = greedy (default: the model's decode config)")
     e.add_argument("--ctc-weight", type=float, default=None, help="joint CTC/attention weight for beam search")
-    e.add_argument("--decoder", default=None, help="a named decoding setup instead of attention search: "
-                   "ctc, nat-length, nat-max, mask-ctc[:iterations=N]")
+    e.add_argument(
+        "--decoder",
+        default=None,
+        help="a named decoding setup instead of attention search: ctc, nat-length, nat-max, mask-ctc[:iterations=N]",
+    )
     e.add_argument("--batch-size", type=int, default=None)
     e.add_argument("--out", default=None, help="hypotheses JSONL (default: next to the model, in decode/)")
     e.add_argument("--device", default="cpu")
     e.add_argument("--lm", default=None, help="token LM file (asr train-lm) for shallow fusion in beam search")
     e.add_argument("--lm-weight", type=float, default=None, help="LM weight (default: the model's decode.lm_weight)")
-    e.add_argument("--vtln-warps", default=None, help="test-time VTLN: decode at each of these comma-separated "
-                    "frequency-warp factors and keep each utterance's best-scoring text, e.g. 0.92,0.96,1,1.04,1.08 "
-                    "(5x the search; for models trained with data.vtlp; default: the model's decode.vtln_warps)")
+    e.add_argument(
+        "--vtln-warps",
+        default=None,
+        help="test-time VTLN: decode at each of these comma-separated "
+        "frequency-warp factors and keep each utterance's best-scoring text, e.g. 0.92,0.96,1,1.04,1.08 "
+        "(5x the search; for models trained with data.vtlp; default: the model's decode.vtln_warps)",
+    )
 
-    lm = sub.add_parser("train-lm", help="train a token LM on text, over an ASR model's vocabulary (for --lm)",
-                        epilog="text: one sentence a line (--text) and/or the text fields of manifests (--manifest)")
+    lm = sub.add_parser(
+        "train-lm",
+        help="train a token LM on text, over an ASR model's vocabulary (for --lm)",
+        epilog="text: one sentence a line (--text) and/or the text fields of manifests (--manifest)",
+    )
     lm.add_argument("--model", required=True, help="ASR model file: its tokenizer is the LM's vocabulary")
     lm.add_argument("--text", nargs="+", help="text files, one sentence a line")
     lm.add_argument("--manifest", nargs="+", help="JSONL manifests: their text fields")
@@ -443,41 +516,60 @@ def build_parser() -> argparse.ArgumentParser:
 
     from asr.decoding.setups import DECODERS
 
-    decoders_help = "\n".join(f"  {k.name + ('N' if k.size_param else ''):12s}{k.help}\n  {'':12s}parameters: "
-                              f"{', '.join(p for p in k.params if p != k.size_param) or 'none'}"
-                              for k in DECODERS.values())
-    b = sub.add_parser("benchmark", help="WER with confidence intervals, speed, memory, significance and error "
-                       "analysis for every model x test set x decoder",
-                       formatter_class=argparse.RawDescriptionHelpFormatter,
-                       epilog="decoders (name[:key=value,...], comma-separated, e.g. "
-                              "greedy,beam10:ctc_weight=0.5,length_penalty=0.8,ctc):\n" + decoders_help)
+    decoders_help = "\n".join(
+        f"  {k.name + ('N' if k.size_param else ''):12s}{k.help}\n  {'':12s}parameters: "
+        f"{', '.join(p for p in k.params if p != k.size_param) or 'none'}"
+        for k in DECODERS.values()
+    )
+    b = sub.add_parser(
+        "benchmark",
+        help="WER with confidence intervals, speed, memory, significance and error "
+        "analysis for every model x test set x decoder",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="decoders (name[:key=value,...], comma-separated, e.g. "
+        "greedy,beam10:ctc_weight=0.5,length_penalty=0.8,ctc):\n" + decoders_help,
+    )
     b.add_argument("--models", nargs="+", required=True, help="model files")
     b.add_argument("--sets", nargs="+", required=True, help="test manifests (JSONL)")
     b.add_argument("--decoders", nargs="+", default=["greedy"], help="decoding setups (default: greedy)")
     b.add_argument("--out", default="benchmark", help="output folder (default: benchmark/)")
-    b.add_argument("--by", action="append", default=[],
-                   help="break WER down by a manifest field (speaker, ...) or 'duration'; repeatable")
+    b.add_argument(
+        "--by",
+        action="append",
+        default=[],
+        help="break WER down by a manifest field (speaker, ...) or 'duration'; repeatable",
+    )
     b.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (default 1000)")
     b.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
     b.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
     b.add_argument("--batch-size", type=int, default=None, help="utterances decoded at once (default: the model's)")
-    b.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's; set it for "
-                   "timings that compare across runs)")
+    b.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch CPU threads (default: torch's; set it for timings that compare across runs)",
+    )
     b.add_argument("--cache-dir", default=None, help="decoded hypotheses and timings (default: OUT/cache)")
     b.add_argument("--lm", default=None, help="token LM (asr train-lm) for setups that set lm_weight")
 
     from asr.data.corpora import CORPORA
 
-    corpora_help = "\n".join(f"  {c.name:17s}{c.description}\n  {'':17s}splits: {c.splits}"
-                             for c in CORPORA.values())
-    pr = sub.add_parser("prepare", help="build train/dev/test manifests for a corpus (optionally download it)",
-                        formatter_class=argparse.RawDescriptionHelpFormatter, epilog="corpora:\n" + corpora_help)
+    corpora_help = "\n".join(f"  {c.name:17s}{c.description}\n  {'':17s}splits: {c.splits}" for c in CORPORA.values())
+    pr = sub.add_parser(
+        "prepare",
+        help="build train/dev/test manifests for a corpus (optionally download it)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="corpora:\n" + corpora_help,
+    )
     pr.add_argument("corpus", choices=list(CORPORA))
     pr.add_argument("--data-dir", help="where the corpus is, or where --download puts it")
     pr.add_argument("--out", required=True, help="output folder for the manifests (and generated wavs)")
-    pr.add_argument("--download", action="store_true",
-                    help="fetch the corpus's archives into --data-dir first (resumable, checksum-verified; a rerun "
-                         "skips what is done)")
+    pr.add_argument(
+        "--download",
+        action="store_true",
+        help="fetch the corpus's archives into --data-dir first (resumable, checksum-verified; a rerun "
+        "skips what is done)",
+    )
     pr.add_argument("--parts", nargs="+", help="--download only these archives (librispeech: subset names)")
     pr.add_argument("--keep-archive", action="store_true", help="keep downloaded archives after extraction")
     pr.add_argument("--train-subsets", nargs="+", help="librispeech: subsets for train (e.g. train-clean-100)")
@@ -494,8 +586,12 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--seed", type=int, help="fsdd, synth, tts: random seed (default 0)")
     pr.add_argument("--texts", help="tts: the manifest whose transcripts the synthetic voices speak")
     pr.add_argument("--copies", type=int, help="tts: synthetic renditions of each transcript (default 2)")
-    pr.add_argument("--spell-letters", action="store_true", default=None,
-                    help="tts: single-letter words are spelled letters (AN4): make eSpeak say their names")
+    pr.add_argument(
+        "--spell-letters",
+        action="store_true",
+        default=None,
+        help="tts: single-letter words are spelled letters (AN4): make eSpeak say their names",
+    )
     pr.add_argument("--held-out-speakers", nargs="*", help="fsdd: speakers kept out of train/dev (test only)")
     return p
 
@@ -517,8 +613,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "train":
             return cmd_train(args, extra)
-        return {"transcribe": cmd_transcribe, "evaluate": cmd_evaluate, "prepare": cmd_prepare,
-                "train-lm": cmd_train_lm, "benchmark": cmd_benchmark}[args.command](args)
+        return {
+            "transcribe": cmd_transcribe,
+            "evaluate": cmd_evaluate,
+            "prepare": cmd_prepare,
+            "train-lm": cmd_train_lm,
+            "benchmark": cmd_benchmark,
+        }[args.command](args)
     except (ConfigError, ManifestError, AudioError, FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -363,8 +363,10 @@ class GlobalCMVN(nn.Module):
     def set_stats(self, mean: Tensor, std: Tensor) -> None:
         """Load (dim,) statistics, e.g. CMVNStats.mean_std() over the training set (of `centre`'s output)."""
         if mean.shape != self.mean.shape or std.shape != self.std.shape:
-            raise ValueError(f"GlobalCMVN: stats must have shape {tuple(self.mean.shape)}, "
-                             f"got mean {tuple(mean.shape)}, std {tuple(std.shape)}")
+            raise ValueError(
+                f"GlobalCMVN: stats must have shape {tuple(self.mean.shape)}, "
+                f"got mean {tuple(mean.shape)}, std {tuple(std.shape)}"
+            )
         if not bool((std > 0).all()):
             raise ValueError("GlobalCMVN: std must be positive")
         self.mean.copy_(mean)

@@ -1,8 +1,8 @@
 """Metrics: word and character error rates through jiwer, after the same normalisation on both sides.
 
-    error_rates(refs, hyps) -> ErrorRates(wer=..., cer=..., substitutions=..., deletions=..., insertions=...)
-    error_rates(refs, hyps, normalizer="english")   # a named normaliser (asr.text.NORMALIZERS), e.g. the model's
-    word_errors(refs, hyps) -> WordErrors(substitutions=Counter({("five", "nine"): 3}), deletions=..., insertions=...)
+error_rates(refs, hyps) -> ErrorRates(wer=..., cer=..., substitutions=..., deletions=..., insertions=...)
+error_rates(refs, hyps, normalizer="english")   # a named normaliser (asr.text.NORMALIZERS), e.g. the model's
+word_errors(refs, hyps) -> WordErrors(substitutions=Counter({("five", "nine"): 3}), deletions=..., insertions=...)
 """
 
 from __future__ import annotations
@@ -32,7 +32,8 @@ class ErrorRates:
     def summary(self) -> str:
         return (
             f"WER {self.wer:.2f}% (S {self.substitutions} D {self.deletions} I {self.insertions} "
-            f"of {self.ref_words} words), CER {self.cer:.2f}%, SER {100.0 * self.sentence_errors / max(self.sentences, 1):.1f}% "
+            f"of {self.ref_words} words), CER {self.cer:.2f}%, "
+            f"SER {100.0 * self.sentence_errors / max(self.sentences, 1):.1f}% "
             f"({self.sentences} utterances)"
         )
 
@@ -90,7 +91,7 @@ class WordErrors:
     def add(self, ref: list[str], hyp: list[str], chunks: Sequence) -> None:
         """Count one utterance's errors from its jiwer alignment chunks (indices into the word lists)."""
         for c in chunks:
-            r, h = ref[c.ref_start_idx: c.ref_end_idx], hyp[c.hyp_start_idx: c.hyp_end_idx]
+            r, h = ref[c.ref_start_idx : c.ref_end_idx], hyp[c.hyp_start_idx : c.hyp_end_idx]
             if c.type == "substitute":
                 self.substitutions.update(zip(r, h))
             elif c.type == "delete":

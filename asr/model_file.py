@@ -1,7 +1,7 @@
 """Self-contained files of tensors and plain values (ASR model files, LM files), written and read safely.
 
-    write_file(path, blob)                 atomic torch.save: an interrupted save never leaves a half-written file
-    read_file(path, fmt, what) -> dict     torch.load(weights_only=True): no pickled code runs; checks the format tag
+write_file(path, blob)                 atomic torch.save: an interrupted save never leaves a half-written file
+read_file(path, fmt, what) -> dict     torch.load(weights_only=True): no pickled code runs; checks the format tag
 """
 
 from __future__ import annotations

@@ -22,12 +22,21 @@ from __future__ import annotations
 
 import re
 
-ONES = ("zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
-        "seventeen eighteen nineteen").split()
+ONES = (
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen "
+    "seventeen eighteen nineteen"
+).split()
 TENS = "_ _ twenty thirty forty fifty sixty seventy eighty ninety".split()
 SCALES = ["", "thousand", "million", "billion", "trillion", "quadrillion", "quintillion"]
-_IRREGULAR_ORDINALS = {"one": "first", "two": "second", "three": "third", "five": "fifth", "eight": "eighth",
-                       "nine": "ninth", "twelve": "twelfth"}
+_IRREGULAR_ORDINALS = {
+    "one": "first",
+    "two": "second",
+    "three": "third",
+    "five": "fifth",
+    "eight": "eighth",
+    "nine": "ninth",
+    "twelve": "twelfth",
+}
 # symbol -> (unit, units, subunit, subunits)
 CURRENCIES = {
     "$": ("dollar", "dollars", "cent", "cents"),
@@ -60,7 +69,7 @@ def cardinal(n: int) -> str:
         return " ".join(_below_thousand(n))
     words: list[str] = []
     for scale in reversed(range(len(SCALES))):
-        group, n = divmod(n, 1000 ** scale)
+        group, n = divmod(n, 1000**scale)
         if group:
             words += _below_thousand(group) + ([SCALES[scale]] if scale else [])
     return " ".join(words)
@@ -94,7 +103,7 @@ def spell_digits(digits: str) -> str:
 
 
 def _plural(words: str) -> str:
-    """"nineteen eighty" -> "nineteen eighties" (decades)."""
+    """ "nineteen eighty" -> "nineteen eighties" (decades)."""
     if words.endswith("y"):
         return words[:-1] + "ies"
     return words + ("es" if words.endswith(("x", "s")) else "s")
@@ -120,9 +129,7 @@ def _number(text: str) -> str:
 
 
 _NUM = r"\d{1,3}(?:,\d{3})+|\d+"  # 1,234,567 or 1234567
-_MONEY = re.compile(
-    rf"([$£€¥])\s?({_NUM})(?:\.(\d+))?(?:\s?(thousand|million|billion|trillion)\b)?", re.IGNORECASE
-)
+_MONEY = re.compile(rf"([$£€¥])\s?({_NUM})(?:\.(\d+))?(?:\s?(thousand|million|billion|trillion)\b)?", re.IGNORECASE)
 _PERCENT = re.compile(rf"(?<![\d.])((?:{_NUM})(?:\.\d+)?)\s?%")
 _TIME = re.compile(r"(?<![\d:])([01]?\d|2[0-3]):([0-5]\d)(?![\d:])")
 _ORDINAL = re.compile(rf"(?<![\d,.])({_NUM})(st|nd|rd|th)\b", re.IGNORECASE)

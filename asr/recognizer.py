@@ -135,7 +135,13 @@ class Recognizer(nn.Module):
         return [hs[0] if with_scores else hs[0][0] for hs in merged]
 
     def _search(
-        self, wavs: Tensor, lengths: Tensor, beam_size: int, nbest: int, ctc_weight: float, with_scores: bool,
+        self,
+        wavs: Tensor,
+        lengths: Tensor,
+        beam_size: int,
+        nbest: int,
+        ctc_weight: float,
+        with_scores: bool,
         warp: float | None = None,
     ) -> list:
         """Attention search (greedy for beam 1 without an LM), on features warped by `warp` if given."""
@@ -152,11 +158,21 @@ class Recognizer(nn.Module):
             return [tok.decode(seq) for seq in ids]
         ctc_log_probs = self.network.ctc(memory).log_softmax(-1) if ctc_weight > 0 else None
         hyps = beam_search(
-            self.network.decoder, memory, memory_lengths, tok.sos, tok.eos,
-            beam_size=max(beam_size, nbest), length_penalty=dec.length_penalty,
-            max_len_ratio=dec.max_len_ratio, nbest=nbest,
-            ctc_log_probs=ctc_log_probs, ctc_weight=ctc_weight, blank=tok.blank, banned=(tok.blank, tok.pad, tok.sos),
-            lm=fusion.lm.to(memory.device) if fusion else None, lm_weight=fusion.weight if fusion else 0.0,
+            self.network.decoder,
+            memory,
+            memory_lengths,
+            tok.sos,
+            tok.eos,
+            beam_size=max(beam_size, nbest),
+            length_penalty=dec.length_penalty,
+            max_len_ratio=dec.max_len_ratio,
+            nbest=nbest,
+            ctc_log_probs=ctc_log_probs,
+            ctc_weight=ctc_weight,
+            blank=tok.blank,
+            banned=(tok.blank, tok.pad, tok.sos),
+            lm=fusion.lm.to(memory.device) if fusion else None,
+            lm_weight=fusion.weight if fusion else 0.0,
         )
         if nbest == 1 and with_scores:
             return [(tok.decode(h[0].tokens), h[0].score) if h else ("", float("-inf")) for h in hyps]
@@ -271,7 +287,10 @@ class Recognizer(nn.Module):
             idx = order[start : start + batch_size]
             padded, lengths = pad_waveforms([wavs[i] for i in idx])
             out = self.recognize(
-                padded.to(self.device), lengths.to(self.device), beam_size, ctc_weight=ctc_weight,
+                padded.to(self.device),
+                lengths.to(self.device),
+                beam_size,
+                ctc_weight=ctc_weight,
                 with_scores=with_scores,
             )
             for i, text in zip(idx, out):

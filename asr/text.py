@@ -54,7 +54,7 @@ def normalize_text(text: str) -> str:
 
 
 def fold_accents(text: str) -> str:
-    """"café naïve" -> "cafe naive": drop combining marks (for English corpora with a few borrowed words)."""
+    """ "café naïve" -> "cafe naive": drop combining marks (for English corpora with a few borrowed words)."""
     return "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c))
 
 
@@ -87,9 +87,18 @@ _NUMBERS = "numbers in digits read as English words (cardinals, ordinals, years,
 # Abbreviations LJSpeech's normalised column still writes (its speaker reads them in full). Only unambiguous ones:
 # "St." (saint or street) and "Co." are left alone. Manifests may have lost the period already, so it is optional.
 _LJ_ABBREVIATIONS = tuple(
-    (rf"\b{abbr}\b\.?", full) for abbr, full in (
-        ("mrs", "missus"), ("mr", "mister"), ("messrs", "messieurs"), ("drs", "doctors"), ("dr", "doctor"),
-        ("jr", "junior"), ("esq", "esquire"), ("capt", "captain"), ("sgt", "sergeant"), ("ltd", "limited"),
+    (rf"\b{abbr}\b\.?", full)
+    for abbr, full in (
+        ("mrs", "missus"),
+        ("mr", "mister"),
+        ("messrs", "messieurs"),
+        ("drs", "doctors"),
+        ("dr", "doctor"),
+        ("jr", "junior"),
+        ("esq", "esquire"),
+        ("capt", "captain"),
+        ("sgt", "sergeant"),
+        ("ltd", "limited"),
     )
 )
 
@@ -101,14 +110,19 @@ NORMALIZERS: dict[str, Normalizer] = {
         Normalizer("librispeech", f"{_BASE}; {_NUMBERS} (LibriSpeech spells numbers out)", numbers="words"),
         Normalizer("an4", f"{_BASE}; {_NUMBERS} (AN4 writes words and spelled letters)", numbers="words"),
         Normalizer(
-            "ljspeech", f"{_BASE}; {_NUMBERS}; Mr/Mrs/Dr/... spelled out; accents removed",
-            numbers="words", fold_accents=True, replacements=_LJ_ABBREVIATIONS,
+            "ljspeech",
+            f"{_BASE}; {_NUMBERS}; Mr/Mrs/Dr/... spelled out; accents removed",
+            numbers="words",
+            fold_accents=True,
+            replacements=_LJ_ABBREVIATIONS,
         ),
         Normalizer(
-            "commonvoice", f"{_BASE}; letters of any script kept, numbers kept as written (any language); "
-            "modifier-letter apostrophes unified", replacements=(("\u02bc", "'"),),
+            "commonvoice",
+            f"{_BASE}; letters of any script kept, numbers kept as written (any language); "
+            "modifier-letter apostrophes unified",
+            replacements=(("\u02bc", "'"),),
         ),
-        Normalizer("digits", f"{_BASE}; every digit read as its own word (\"42\" -> \"four two\")", numbers="digits"),
+        Normalizer("digits", f'{_BASE}; every digit read as its own word ("42" -> "four two")', numbers="digits"),
     ]
 }
 
@@ -224,12 +238,23 @@ class SentencePieceTokenizer(Tokenizer):
         spm.set_random_generator_seed(seed)
         try:
             spm.SentencePieceTrainer.train(
-                sentence_iterator=(s for s in map(norm, texts) if s), model_writer=buf,
-                model_type=kind, vocab_size=vocab_size, character_coverage=character_coverage,
-                required_chars=LATIN.strip(), split_digits=True,  # no number is memorised as one piece
+                sentence_iterator=(s for s in map(norm, texts) if s),
+                model_writer=buf,
+                model_type=kind,
+                vocab_size=vocab_size,
+                character_coverage=character_coverage,
+                required_chars=LATIN.strip(),
+                split_digits=True,  # no number is memorised as one piece
                 normalization_rule_name="identity",
-                control_symbols=[BLANK], pad_id=1, pad_piece=PAD, bos_id=2, bos_piece=SOS, eos_id=3, eos_piece=EOS,
-                unk_id=4, unk_piece=UNK,
+                control_symbols=[BLANK],
+                pad_id=1,
+                pad_piece=PAD,
+                bos_id=2,
+                bos_piece=SOS,
+                eos_id=3,
+                eos_piece=EOS,
+                unk_id=4,
+                unk_piece=UNK,
                 num_threads=1,  # deterministic, and training on transcripts takes seconds anyway
                 minloglevel=2,  # no log spam
             )
@@ -269,7 +294,7 @@ def tokenizer_from_dict(d: dict) -> Tokenizer:
     if tokens[: len(SPECIALS)] != SPECIALS:
         raise ValueError("tokenizer vocabulary does not start with the special tokens")
     if kind == "char":
-        return CharTokenizer(tokens[len(SPECIALS):], normalizer)
+        return CharTokenizer(tokens[len(SPECIALS) :], normalizer)
     if kind in SENTENCEPIECE_KINDS:
         tok = SentencePieceTokenizer(kind, base64.b64decode(d["model"]), normalizer)
         if tok.tokens != tokens:

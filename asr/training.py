@@ -8,9 +8,9 @@ label-smoothed cross-entropy. Options: joint CTC, guided attention on the cross-
 perturbation (in the data path), simulated rooms and noise (asr/augment.py) and VTLP (a random frequency warp per
 utterance, inside the feature extractor).
 Adam with a linear warmup, then inverse square-root decay (Noam) or linear decay to zero at the end of the training
-budget (`train.lr_schedule: budget`: epochs or wall-clock minutes, whichever runs out first), gradient clipping, validation loss
-and greedy WER every epoch, attention plots, best-k and last checkpoints (last.ckpt also every N steps, so
-`--resume` continues mid-epoch), checkpoint averaging into the final model, any Lightning strategy (DDP).
+budget (`train.lr_schedule: budget`: epochs or wall-clock minutes, whichever runs out first), gradient clipping,
+validation loss and greedy WER every epoch, attention plots, best-k and last checkpoints (last.ckpt also every N
+steps, so `--resume` continues mid-epoch), checkpoint averaging into the final model, any Lightning strategy (DDP).
 """
 
 from __future__ import annotations
@@ -65,21 +65,34 @@ class ASRDataModule(L.LightningDataModule):
         d = self.cfg.data
         rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
         sampler = BucketBatchSampler(
-            [u.duration for u in dataset.utts], d.max_frames_per_batch, d.max_batch_size,
-            shuffle=shuffle, seed=self.cfg.train.seed, rank=rank, world_size=world,
+            [u.duration for u in dataset.utts],
+            d.max_frames_per_batch,
+            d.max_batch_size,
+            shuffle=shuffle,
+            seed=self.cfg.train.seed,
+            rank=rank,
+            world_size=world,
         )
         if shuffle:
             padding = 100 * sampler.padding_fraction()
-            log.info("train batches: %d per epoch (rank %d of %d), padding %.1f%% of frames", len(sampler), rank,
-                     world, padding)
+            log.info(
+                "train batches: %d per epoch (rank %d of %d), padding %.1f%% of frames",
+                len(sampler),
+                rank,
+                world,
+                padding,
+            )
             if self.trainer is not None and self.trainer.logger is not None:
                 self.trainer.logger.log_metrics({"padding_percent": padding}, step=0)
             if self._resume is not None:
                 sampler.resume(self._resume["epoch"], self._resume["batches_done"])
                 self._resume = None
         return DataLoader(
-            dataset, batch_sampler=sampler, collate_fn=partial(collate, pad=self.tokenizer.pad),
-            num_workers=d.num_workers, persistent_workers=d.num_workers > 0,
+            dataset,
+            batch_sampler=sampler,
+            collate_fn=partial(collate, pad=self.tokenizer.pad),
+            num_workers=d.num_workers,
+            persistent_workers=d.num_workers > 0,
         )
 
     def train_dataloader(self) -> DataLoader:
@@ -185,10 +198,13 @@ class ASRModule(L.LightningModule):
             loss = loss + lc.nat_weight * (nat + lc.nat_length_weight * length)
             stats.update(nat_loss=nat, nat_length_loss=length)
         if guide:
-            ga = torch.stack([
-                guided_attention_loss(a, out_lengths, memory_lengths, lc.guided_attn_sigma, lc.guided_attn_heads)
-                for a in attn if a is not None
-            ]).mean()
+            ga = torch.stack(
+                [
+                    guided_attention_loss(a, out_lengths, memory_lengths, lc.guided_attn_sigma, lc.guided_attn_heads)
+                    for a in attn
+                    if a is not None
+                ]
+            ).mean()
             loss = loss + self._guided_weight() * ga
             stats["guided_attn_loss"] = ga
         return loss, memory, memory_lengths, stats
@@ -222,8 +238,9 @@ class ASRModule(L.LightningModule):
                     targets[i, n] = tok.eos
         logits = nat(inputs, torch.tensor(rows, device=memory.device), memory, memory_lengths)
         nat_loss = label_smoothed_nll(logits, targets, tok.pad, self.cfg.loss.label_smoothing)
-        length_loss = F.cross_entropy(nat.length_logits(memory, memory_lengths).float(),
-                                      lengths.clamp(max=nat.max_length))
+        length_loss = F.cross_entropy(
+            nat.length_logits(memory, memory_lengths).float(), lengths.clamp(max=nat.max_length)
+        )
         return nat_loss, length_loss
 
     def _sampling_prob(self) -> float:
@@ -234,8 +251,9 @@ class ASRModule(L.LightningModule):
         return lc.scheduled_sampling * min(1.0, ramp)
 
     @torch.no_grad()
-    def _scheduled_sampling(self, ys_in: Tensor, memory: Tensor, memory_lengths: Tensor, out_lengths: Tensor,
-                            p: float) -> Tensor:
+    def _scheduled_sampling(
+        self, ys_in: Tensor, memory: Tensor, memory_lengths: Tensor, out_lengths: Tensor, p: float
+    ) -> Tensor:
         """Two-pass scheduled sampling: a teacher-forced pass predicts every position at once; each input token
         after <sos> is then replaced, with probability p, by the prediction for its position."""
         pred = self.model.network.decoder(ys_in, memory, memory_lengths, out_lengths)[0].argmax(-1)  # (batch, n+1)
@@ -253,7 +271,7 @@ class ASRModule(L.LightningModule):
 
     def _guided_weight(self) -> float:
         lc = self.cfg.loss
-        return lc.guided_attn_weight * lc.guided_attn_decay ** self.current_epoch
+        return lc.guided_attn_weight * lc.guided_attn_decay**self.current_epoch
 
     def training_step(self, batch: Batch | None, batch_idx: int):
         if batch is None:  # every file of the batch was unreadable (already reported)
@@ -317,23 +335,32 @@ class ASRModule(L.LightningModule):
         if not items:
             return
         batch = collate(items, self.model.tokenizer.pad)
-        batch = Batch(*(t.to(self.device) for t in (batch.wavs, batch.wav_lengths, batch.tokens,
-                                                     batch.token_lengths, batch.indices)))
+        batch = Batch(
+            *(
+                t.to(self.device)
+                for t in (batch.wavs, batch.wav_lengths, batch.tokens, batch.token_lengths, batch.indices)
+            )
+        )
         tok = self.model.tokenizer
         feats, feat_lengths = self.model.features(batch.wavs, batch.wav_lengths)
         memory, memory_lengths = self.model.network.encoder(feats, feat_lengths)
         ys_in, _ = teacher_forcing_targets(batch.tokens, batch.token_lengths, tok.sos, tok.eos, tok.pad)
         layers = list(range(len(self.model.network.decoder.layers)))
-        _, attn = self.model.network.decoder(ys_in, memory, memory_lengths, batch.token_lengths + 1,
-                                             weight_layers=layers)
+        _, attn = self.model.network.decoder(
+            ys_in, memory, memory_lengths, batch.token_lengths + 1, weight_layers=layers
+        )
         rows, cols = len(items), len(layers)
         fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.4 * rows), squeeze=False)
         for i in range(rows):
             n, t = int(batch.token_lengths[i]) + 1, int(memory_lengths[i])
             for j in layers:
                 ax = axes[i][j]
-                ax.imshow(attn[j][i].float().mean(0)[:n, :t].cpu().numpy(), aspect="auto", origin="lower",
-                          interpolation="nearest")
+                ax.imshow(
+                    attn[j][i].float().mean(0)[:n, :t].cpu().numpy(),
+                    aspect="auto",
+                    origin="lower",
+                    interpolation="nearest",
+                )
                 ax.set_title(f"utt {i}, layer {j}", fontsize=8)
                 ax.set_xlabel("encoder frame", fontsize=7)
                 ax.set_ylabel("output token", fontsize=7)
@@ -434,8 +461,11 @@ def train(cfg: Config, resume: bool = False, extra_callbacks: tuple = ()) -> Pat
     if resume_from is None and ckpt_dir.is_dir():
         stale = sorted(ckpt_dir.glob("*.ckpt"))
         if stale:  # a fresh run must not pick up (or keep ranking) an earlier run's checkpoints
-            log.warning("starting fresh: removing %d checkpoints of an earlier run in %s (use --resume to continue)",
-                        len(stale), ckpt_dir)
+            log.warning(
+                "starting fresh: removing %d checkpoints of an earlier run in %s (use --resume to continue)",
+                len(stale),
+                ckpt_dir,
+            )
             for f in stale:
                 f.unlink()
 
@@ -449,8 +479,12 @@ def train(cfg: Config, resume: bool = False, extra_callbacks: tuple = ()) -> Pat
     n_params = sum(p.numel() for p in recognizer.network.parameters())
     log.info(
         "%d train / %d dev utterances (%.2f h / %.2f h), vocabulary %d, model %.2f M parameters",
-        len(train_utts), len(dev_utts), sum(u.duration for u in train_utts) / 3600,
-        sum(u.duration for u in dev_utts) / 3600, len(tokenizer), n_params / 1e6,
+        len(train_utts),
+        len(dev_utts),
+        sum(u.duration for u in train_utts) / 3600,
+        sum(u.duration for u in dev_utts) / 3600,
+        len(tokenizer),
+        n_params / 1e6,
     )
 
     module = ASRModule(cfg, recognizer)
@@ -459,17 +493,37 @@ def train(cfg: Config, resume: bool = False, extra_callbacks: tuple = ()) -> Pat
     if t.average_by not in ("best", "last"):
         raise ValueError(f"train.average_by must be best or last, got {t.average_by!r}")
     best_ckpts = ModelCheckpoint(
-        dirpath=ckpt_dir, filename="epoch{epoch:03d}-wer{val_wer:.2f}", monitor="val_wer", mode="min",
-        save_top_k=max(3, n_avg if t.average_by == "best" else 0), save_last=True, auto_insert_metric_name=False,
+        dirpath=ckpt_dir,
+        filename="epoch{epoch:03d}-wer{val_wer:.2f}",
+        monitor="val_wer",
+        mode="min",
+        save_top_k=max(3, n_avg if t.average_by == "best" else 0),
+        save_last=True,
+        auto_insert_metric_name=False,
         enable_version_counter=False,
     )
     callbacks = [best_ckpts, LearningRateMonitor(logging_interval="step"), *extra_callbacks]
     if n_avg and t.average_by == "last":  # keep the last N epochs as well
-        callbacks.append(ModelCheckpoint(dirpath=ckpt_dir / "epochs", filename="epoch{epoch:03d}", monitor="epoch",
-                                         mode="max", save_top_k=n_avg, auto_insert_metric_name=False))
+        callbacks.append(
+            ModelCheckpoint(
+                dirpath=ckpt_dir / "epochs",
+                filename="epoch{epoch:03d}",
+                monitor="epoch",
+                mode="max",
+                save_top_k=n_avg,
+                auto_insert_metric_name=False,
+            )
+        )
     if t.checkpoint_every_n_steps > 0:  # last.ckpt mid-epoch too: an interrupted run loses little
-        callbacks.append(ModelCheckpoint(dirpath=ckpt_dir, every_n_train_steps=t.checkpoint_every_n_steps,
-                                         save_top_k=0, save_last=True, enable_version_counter=False))
+        callbacks.append(
+            ModelCheckpoint(
+                dirpath=ckpt_dir,
+                every_n_train_steps=t.checkpoint_every_n_steps,
+                save_top_k=0,
+                save_last=True,
+                enable_version_counter=False,
+            )
+        )
     if t.logger == "tensorboard":
         logger = TensorBoardLogger(str(out), name="logs")
     elif t.logger == "csv":
@@ -502,8 +556,15 @@ def train(cfg: Config, resume: bool = False, extra_callbacks: tuple = ()) -> Pat
     minutes = (time.time() - start) / 60
     if trainer.global_rank != 0:
         return out / "model.pt"
-    return export_model(cfg, recognizer, best_ckpts, callbacks, dev_utts, out / "model.pt",
-                        {"epochs": trainer.current_epoch, "train_minutes": round(minutes, 2)})
+    return export_model(
+        cfg,
+        recognizer,
+        best_ckpts,
+        callbacks,
+        dev_utts,
+        out / "model.pt",
+        {"epochs": trainer.current_epoch, "train_minutes": round(minutes, 2)},
+    )
 
 
 def average_checkpoints(paths: list[Path]) -> dict[str, Tensor]:
@@ -531,11 +592,18 @@ def _dev_wer(recognizer: Recognizer, utts: list[Utterance]) -> float:
 
 
 def _load_weights(recognizer: Recognizer, state: dict[str, Tensor]) -> None:
-    recognizer.load_state_dict({k[len("model."):]: v for k, v in state.items() if k.startswith("model.")})
+    recognizer.load_state_dict({k[len("model.") :]: v for k, v in state.items() if k.startswith("model.")})
 
 
-def export_model(cfg: Config, recognizer: Recognizer, best_ckpts: ModelCheckpoint, callbacks: list,
-                 dev_utts: list[Utterance], path: Path, extra: dict) -> Path:
+def export_model(
+    cfg: Config,
+    recognizer: Recognizer,
+    best_ckpts: ModelCheckpoint,
+    callbacks: list,
+    dev_utts: list[Utterance],
+    path: Path,
+    extra: dict,
+) -> Path:
     """Write the model file from the best checkpoint, or from the average of N checkpoints (Vaswani et al. 2017;
     ESPnet averages the best N by validation) when that decodes the dev set (greedy) at least as well."""
     t = cfg.train
@@ -554,8 +622,13 @@ def export_model(cfg: Config, recognizer: Recognizer, best_ckpts: ModelCheckpoin
         if len(chosen) > 1:
             _load_weights(recognizer, average_checkpoints(chosen))
             avg_wer = _dev_wer(recognizer, dev_utts)
-            log.info("dev WER (greedy): best checkpoint %.2f%%, average of %d %s checkpoints %.2f%%", best_wer,
-                     len(chosen), t.average_by, avg_wer)
+            log.info(
+                "dev WER (greedy): best checkpoint %.2f%%, average of %d %s checkpoints %.2f%%",
+                best_wer,
+                len(chosen),
+                t.average_by,
+                avg_wer,
+            )
             if avg_wer <= best_wer:
                 extra.update(checkpoint=f"average of {[p.name for p in chosen]}", dev_wer_greedy=round(avg_wer, 3))
             else:  # averaging hurt (e.g. checkpoints from very different stages): keep the single best

@@ -58,7 +58,9 @@ def reference_beam_search(decoder, memory, length, ctc_logp, sos, eos, blank, ba
                     continue
                 delta = float(psi[0, j] - state.score[0]) if torch.isfinite(state.score[0]) else float("-inf")
                 joint = (1 - ctc_weight) * float(att[j]) + ctc_weight * delta
-                new_state = CTCPrefixScorer.advance(state, r, psi, torch.tensor([0]), torch.tensor([j]), cand[j : j + 1])
+                new_state = CTCPrefixScorer.advance(
+                    state, r, psi, torch.tensor([0]), torch.tensor([j]), cand[j : j + 1]
+                )
                 cands.append((score + joint, b, int(cand[j]), new_state))
         cands.sort(key=lambda c: -c[0])
         top = cands[: 2 * k]
@@ -95,8 +97,10 @@ def main(argv: list[str] | None = None) -> None:
     wavs = [load_audio(u.audio_filepath, rec.cfg.features.sample_rate) for u in utts]
     audio_s = sum(w.numel() for w in wavs) / rec.cfg.features.sample_rate
     refs = [u.text for u in utts]
-    print(f"{len(utts)} utterances, {audio_s:.0f} s of audio, beam {args.beam_size}, CTC weight {ctc_weight:g}, "
-          f"threads {torch.get_num_threads()}")
+    print(
+        f"{len(utts)} utterances, {audio_s:.0f} s of audio, beam {args.beam_size}, CTC weight {ctc_weight:g}, "
+        f"threads {torch.get_num_threads()}"
+    )
 
     # The toolkit's decoders, end to end from waveforms (features + encoder included), batched.
     results = {}
@@ -122,22 +126,46 @@ def main(argv: list[str] | None = None) -> None:
             memory, memory_lengths = rec.network.encoder(feats, feat_lengths)
             ctc_logp = rec.network.ctc(memory).log_softmax(-1)
         start = time.perf_counter()
-        fast = beam_search(rec.network.decoder, memory, memory_lengths, tok.sos, tok.eos, args.beam_size,
-                           dec.length_penalty, dec.max_len_ratio, ctc_log_probs=ctc_logp if ctc_weight > 0 else None,
-                           ctc_weight=ctc_weight, blank=tok.blank, banned=banned)
+        fast = beam_search(
+            rec.network.decoder,
+            memory,
+            memory_lengths,
+            tok.sos,
+            tok.eos,
+            args.beam_size,
+            dec.length_penalty,
+            dec.max_len_ratio,
+            ctc_log_probs=ctc_logp if ctc_weight > 0 else None,
+            ctc_weight=ctc_weight,
+            blank=tok.blank,
+            banned=banned,
+        )
         fast_s += time.perf_counter() - start
         start = time.perf_counter()
         slow = [
-            reference_beam_search(rec.network.decoder, memory[i], memory_lengths[i], ctc_logp[i], tok.sos, tok.eos,
-                                  tok.blank, banned, args.beam_size, ctc_weight, dec.length_penalty,
-                                  dec.max_len_ratio)
+            reference_beam_search(
+                rec.network.decoder,
+                memory[i],
+                memory_lengths[i],
+                ctc_logp[i],
+                tok.sos,
+                tok.eos,
+                tok.blank,
+                banned,
+                args.beam_size,
+                ctc_weight,
+                dec.length_penalty,
+                dec.max_len_ratio,
+            )
             for i in range(memory.size(0))
         ]
         slow_s += time.perf_counter() - start
         same += sum(f[0].tokens == s for f, s in zip(fast, slow))
-    print(f"search only, {n_ref} utterances ({sub_audio:.0f} s): batched+cached RTF {fast_s / sub_audio:.4f}, "
-          f"reference RTF {slow_s / sub_audio:.4f}, speed-up {slow_s / fast_s:.1f}x, "
-          f"identical hypotheses {same}/{n_ref}")
+    print(
+        f"search only, {n_ref} utterances ({sub_audio:.0f} s): batched+cached RTF {fast_s / sub_audio:.4f}, "
+        f"reference RTF {slow_s / sub_audio:.4f}, speed-up {slow_s / fast_s:.1f}x, "
+        f"identical hypotheses {same}/{n_ref}"
+    )
 
 
 if __name__ == "__main__":

@@ -94,8 +94,14 @@ def main(argv: list[str] | None = None) -> None:
 
     fbank, mfcc = Fbank(cfg).eval(), MFCC(FeatureConfig(kind="mfcc")).eval()
     melspec = torchaudio.transforms.MelSpectrogram(
-        sample_rate=sr, n_fft=cfg.n_fft, win_length=400, hop_length=160, f_min=cfg.low_freq, n_mels=cfg.n_mels,
-        center=False, mel_scale="htk",
+        sample_rate=sr,
+        n_fft=cfg.n_fft,
+        win_length=400,
+        hop_length=160,
+        f_min=cfg.low_freq,
+        n_mels=cfg.n_mels,
+        center=False,
+        mel_scale="htk",
     )
 
     methods: dict[str, Callable[[], object]] = {
@@ -112,16 +118,31 @@ def main(argv: list[str] | None = None) -> None:
 
         def run_librosa() -> list:
             return [
-                np.log(np.maximum(librosa.feature.melspectrogram(
-                    y=u, sr=sr, n_fft=cfg.n_fft, win_length=400, hop_length=160, center=False, n_mels=cfg.n_mels,
-                    fmin=cfg.low_freq, htk=True), 1e-10))
+                np.log(
+                    np.maximum(
+                        librosa.feature.melspectrogram(
+                            y=u,
+                            sr=sr,
+                            n_fft=cfg.n_fft,
+                            win_length=400,
+                            hop_length=160,
+                            center=False,
+                            n_mels=cfg.n_mels,
+                            fmin=cfg.low_freq,
+                            htk=True,
+                        ),
+                        1e-10,
+                    )
+                )
                 for u in np_utts
             ]
 
         methods["librosa melspectrogram+log (per utt)"] = run_librosa
 
-    print(f"{args.batch} utterances, {args.min_s:g}-{args.max_s:g} s ({audio_s:.1f} audio-s, padded to "
-          f"{wav.shape[1] / sr:.2f} s), torch threads={torch.get_num_threads()}, best/median of {args.reps}")
+    print(
+        f"{args.batch} utterances, {args.min_s:g}-{args.max_s:g} s ({audio_s:.1f} audio-s, padded to "
+        f"{wav.shape[1] / sr:.2f} s), torch threads={torch.get_num_threads()}, best/median of {args.reps}"
+    )
     load = os.getloadavg()[0]
     if load > 0.5:  # a shared machine: other processes take CPU time from the timed calls
         print(f"note: 1-min load average {load:.1f} on {os.cpu_count()} CPUs before timing; figures may be low")
@@ -146,8 +167,10 @@ def bench_resample(utts: list[torch.Tensor], audio_s: float, reps: int) -> None:
 
     from asr.audio import resample
 
-    print(f"resampling {len(utts)} utterances ({audio_s:.1f} audio-s) one at a time, torch threads="
-          f"{torch.get_num_threads()}, best of {reps}")
+    print(
+        f"resampling {len(utts)} utterances ({audio_s:.1f} audio-s) one at a time, torch threads="
+        f"{torch.get_num_threads()}, best of {reps}"
+    )
     print(f"{'ratio':>14s} {'asr resample':>13s} {'Resample':>10s} {'functional':>11s} {'vs Resample':>12s}")
     for orig, new in ((14400, 16000), (17600, 16000), (8000, 16000), (44100, 16000)):
         transform = torchaudio.transforms.Resample(orig, new)
@@ -165,8 +188,10 @@ def bench_resample(utts: list[torch.Tensor], audio_s: float, reps: int) -> None:
                 ("functional", lambda u: torchaudio.functional.resample(u, orig, new)),
             )
         }
-        print(f"{orig:>6d}->{new:<6d} {audio_s / best['asr']:13,.0f} {audio_s / best['transform']:10,.0f} "
-              f"{audio_s / best['functional']:11,.0f} {best['transform'] / best['asr']:11.1f}x")
+        print(
+            f"{orig:>6d}->{new:<6d} {audio_s / best['asr']:13,.0f} {audio_s / best['transform']:10,.0f} "
+            f"{audio_s / best['functional']:11,.0f} {best['transform'] / best['asr']:11.1f}x"
+        )
 
 
 if __name__ == "__main__":

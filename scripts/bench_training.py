@@ -43,8 +43,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
     p.add_argument("--device", default="cpu", help="cpu | cuda")
     p.add_argument("--precision", default="32-true", help="32-true | bf16-mixed (Lightning's names; bf16 for GPUs)")
-    p.add_argument("--profile", type=int, default=0, metavar="N",
-                   help="also profile N more steps on batch shapes not seen before and print the costliest ops")
+    p.add_argument(
+        "--profile",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also profile N more steps on batch shapes not seen before and print the costliest ops",
+    )
     p.add_argument("overrides", nargs="*", help="config overrides, section.key=value")
     args = p.parse_args(argv)
     if args.precision not in ("32-true", "bf16-mixed"):
@@ -80,11 +85,14 @@ def main(argv: list[str] | None = None) -> None:
         if args.precision == "bf16-mixed":
             return torch.autocast(device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
+
     audio_s = sum(float(b.wav_lengths.sum()) for b in batches[3:]) / cfg.features.sample_rate
     n_params = sum(p.numel() for p in rec.network.parameters())
-    print(f"model {n_params / 1e6:.2f} M parameters, {args.steps} steps, {audio_s:.0f} audio-s, "
-          f"padding {100 * sampler.padding_fraction():.1f}%, threads {torch.get_num_threads()}, "
-          f"{args.device} {torch.cuda.get_device_name(device) if cuda else ''} {args.precision}")
+    print(
+        f"model {n_params / 1e6:.2f} M parameters, {args.steps} steps, {audio_s:.0f} audio-s, "
+        f"padding {100 * sampler.padding_fraction():.1f}%, threads {torch.get_num_threads()}, "
+        f"{args.device} {torch.cuda.get_device_name(device) if cuda else ''} {args.precision}"
+    )
 
     # Plain PyTorch: the same forward/loss, Adam, clipping. Three passes over the batches. The first two time whole
     # steps (on CUDA one wait per step keeps the GPU's queue full): the first meets each batch shape for the first
@@ -117,8 +125,10 @@ def main(argv: list[str] | None = None) -> None:
     staged = False
     first = timed_pass()
     plain = timed_pass()
-    print(f"plain PyTorch loop: {audio_s / plain:7.1f} audio-s/s  ({plain:.1f} s); "
-          f"first visit of each batch shape: {audio_s / first:.1f} audio-s/s")
+    print(
+        f"plain PyTorch loop: {audio_s / plain:7.1f} audio-s/s  ({plain:.1f} s); "
+        f"first visit of each batch shape: {audio_s / first:.1f} audio-s/s"
+    )
     print(f"  data loading: {1000 * load_s:.1f} ms per batch = {100 * load_s / (plain / args.steps):.1f}% of a step")
 
     staged = True
@@ -138,8 +148,12 @@ def main(argv: list[str] | None = None) -> None:
         for k, dt in zip(stages, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4)):
             stages[k] += dt
     train_time = sum(v for k, v in stages.items() if k not in extra)
-    print("  " + ", ".join(f"{k} {100 * stages[k] / train_time:.0f}%" for k in extra) + " of a step; "
-          + ", ".join(f"{k} {100 * v / train_time:.0f}%" for k, v in stages.items() if k not in extra))
+    print(
+        "  "
+        + ", ".join(f"{k} {100 * stages[k] / train_time:.0f}%" for k in extra)
+        + " of a step; "
+        + ", ".join(f"{k} {100 * v / train_time:.0f}%" for k, v in stages.items() if k not in extra)
+    )
 
     # Lightning: the same module, the same batches (shapes seen before), Trainer.fit.
     import lightning as L
@@ -154,15 +168,26 @@ def main(argv: list[str] | None = None) -> None:
 
     timer = Timer()
     trainer = L.Trainer(
-        max_steps=len(batches), accelerator="gpu" if cuda else "cpu", devices=1, precision=args.precision,
-        logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-        gradient_clip_val=cfg.train.grad_clip, callbacks=[timer], num_sanity_val_steps=0, limit_val_batches=0,
+        max_steps=len(batches),
+        accelerator="gpu" if cuda else "cpu",
+        devices=1,
+        precision=args.precision,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        gradient_clip_val=cfg.train.grad_clip,
+        callbacks=[timer],
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
     )
     loader = torch.utils.data.DataLoader(batches, batch_size=None, shuffle=False)
     trainer.fit(module, train_dataloaders=loader)
     light = timer.end - timer.start
-    print(f"Lightning Trainer:  {audio_s / light:7.1f} audio-s/s  ({light:.1f} s), "
-          f"overhead {100 * (light / plain - 1):+.1f}%")
+    print(
+        f"Lightning Trainer:  {audio_s / light:7.1f} audio-s/s  ({light:.1f} s), "
+        f"overhead {100 * (light / plain - 1):+.1f}%"
+    )
     print(f"peak resident memory: {peak_rss_gb():.2f} GB")
     if cuda:
         print(f"peak GPU memory allocated: {torch.cuda.max_memory_allocated(device) / 1024**3:.2f} GB")

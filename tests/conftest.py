@@ -55,11 +55,21 @@ def tone_corpus(tmp_path_factory) -> dict:
 
 
 TINY_OVERRIDES = [
-    "model.d_model=64", "model.n_heads=4", "model.d_ff=128", "model.n_encoder_layers=2",
-    "model.n_decoder_layers=2", "model.conv_channels=16", "model.dropout=0.0",
-    "features.n_mels=40", "specaug.enabled=false", "train.warmup_steps=50",
-    "loss.label_smoothing=0.0", "train.progress_bar=false", "data.max_frames_per_batch=1500",
-    "decode.beam_size=3", "train.peak_lr=2e-3",
+    "model.d_model=64",
+    "model.n_heads=4",
+    "model.d_ff=128",
+    "model.n_encoder_layers=2",
+    "model.n_decoder_layers=2",
+    "model.conv_channels=16",
+    "model.dropout=0.0",
+    "features.n_mels=40",
+    "specaug.enabled=false",
+    "train.warmup_steps=50",
+    "loss.label_smoothing=0.0",
+    "train.progress_bar=false",
+    "data.max_frames_per_batch=1500",
+    "decode.beam_size=3",
+    "train.peak_lr=2e-3",
 ]
 
 
@@ -69,7 +79,13 @@ def tone_model(tone_corpus, tmp_path_factory) -> Path:
     from asr.cli import main
 
     out = tmp_path_factory.mktemp("tone_exp")
-    args = ["train", "--config", str(write_tone_config(out, tone_corpus)), f"train.out_dir={out}", "train.max_epochs=15"]
+    args = [
+        "train",
+        "--config",
+        str(write_tone_config(out, tone_corpus)),
+        f"train.out_dir={out}",
+        "train.max_epochs=15",
+    ]
     assert main(args) == 0
     return out / "model.pt"
 

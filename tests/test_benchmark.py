@@ -114,8 +114,9 @@ def second_model(tone_model, tmp_path_factory):
     return save_model(tmp_path_factory.mktemp("noisy") / "model.pt", rec)
 
 
-def test_benchmark_writes_reports_and_reruns_only_what_is_new(tone_model, second_model, two_speakers, tmp_path,
-                                                               capsys, monkeypatch):
+def test_benchmark_writes_reports_and_reruns_only_what_is_new(
+    tone_model, second_model, two_speakers, tmp_path, capsys, monkeypatch
+):
     out = tmp_path / "bench"
     calls = []
     real = asr.benchmark.decode_set
@@ -125,8 +126,22 @@ def test_benchmark_writes_reports_and_reruns_only_what_is_new(tone_model, second
         return real(rec, setup, *a)
 
     monkeypatch.setattr(asr.benchmark, "decode_set", counting)
-    args = ["benchmark", "--sets", str(two_speakers), "--decoders", "greedy,beam3:length_penalty=0.5", "ctc",
-            "--by", "speaker", "--by", "duration", "--bootstrap", "200", "--out", str(out)]
+    args = [
+        "benchmark",
+        "--sets",
+        str(two_speakers),
+        "--decoders",
+        "greedy,beam3:length_penalty=0.5",
+        "ctc",
+        "--by",
+        "speaker",
+        "--by",
+        "duration",
+        "--bootstrap",
+        "200",
+        "--out",
+        str(out),
+    ]
     assert main([*args, "--models", str(tone_model)]) == 0
     printed = capsys.readouterr().out
     assert "| model | set | decoder |" in printed and "95% CI" in printed and "by speaker" in printed
@@ -187,8 +202,19 @@ def test_ctc_decoder_needs_a_trained_ctc_head(tone_model, two_speakers, tmp_path
     rec = load_model(tone_model)
     rec.cfg.loss.ctc_weight = 0.0
     no_ctc = save_model(tmp_path / "no_ctc.pt", rec)
-    code = main(["benchmark", "--models", str(no_ctc), "--sets", str(two_speakers), "--decoders", "greedy,ctc",
-                 "--out", str(tmp_path / "b")])
+    code = main(
+        [
+            "benchmark",
+            "--models",
+            str(no_ctc),
+            "--sets",
+            str(two_speakers),
+            "--decoders",
+            "greedy,ctc",
+            "--out",
+            str(tmp_path / "b"),
+        ]
+    )
     assert code == 2
     err = capsys.readouterr().err
     assert "decoder ctc" in err and "CTC head" in err
@@ -199,12 +225,26 @@ def test_lm_weight_is_passed_to_an_attached_lm(tone_model, tone_corpus, two_spea
     from asr.recognizer import load_model
 
     texts = [u.text for u in read_manifest(tone_corpus["train"])]
-    lm, _ = train_lm(texts, load_model(tone_model).tokenizer, LMConfig(d_model=32, d_ff=64, n_layers=1),
-                     LMTrainConfig(epochs=1))
+    lm, _ = train_lm(
+        texts, load_model(tone_model).tokenizer, LMConfig(d_model=32, d_ff=64, n_layers=1), LMTrainConfig(epochs=1)
+    )
     lm_path = save_lm(tmp_path / "lm.pt", lm)
     out = tmp_path / "b"
-    args = ["benchmark", "--models", str(tone_model), "--sets", str(two_speakers), "--bootstrap", "50",
-            "--out", str(out), "--lm", str(lm_path), "--decoders", "beam3,beam3:lm_weight=0.5"]
+    args = [
+        "benchmark",
+        "--models",
+        str(tone_model),
+        "--sets",
+        str(two_speakers),
+        "--bootstrap",
+        "50",
+        "--out",
+        str(out),
+        "--lm",
+        str(lm_path),
+        "--decoders",
+        "beam3,beam3:lm_weight=0.5",
+    ]
     assert main(args) == 0
     systems = json.loads((out / "results.json").read_text())["systems"]
     assert [s["decoder"] for s in systems] == ["beam3", "beam3:lm_weight=0.5"]

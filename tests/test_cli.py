@@ -14,6 +14,7 @@ def test_transcribe_prints_one_line_per_file(tone_model, tone_corpus, capsys, tm
     stereo = tmp_path / "stereo_44k.flac"  # another rate, format and channel count
     x, sr = sf.read(utts[0].audio_filepath)
     import torch
+
     from asr.audio import resample
 
     up = resample(torch.from_numpy(x).float(), sr, 44100).numpy()
@@ -38,8 +39,19 @@ def test_transcribe_reports_bad_files_and_goes_on(tone_model, tone_corpus, capsy
 
 def test_evaluate_prints_rates_and_writes_hypotheses(tone_model, tone_corpus, capsys, tmp_path):
     out = tmp_path / "hyps.jsonl"
-    code = main(["evaluate", "--model", str(tone_model), "--manifest", str(tone_corpus["test"]), "--beam-size", "3",
-                 "--out", str(out)])
+    code = main(
+        [
+            "evaluate",
+            "--model",
+            str(tone_model),
+            "--manifest",
+            str(tone_corpus["test"]),
+            "--beam-size",
+            "3",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0
     printed = capsys.readouterr().out
     assert "WER" in printed and "CER" in printed and "substitutions" in printed and "insertions" in printed
@@ -47,21 +59,27 @@ def test_evaluate_prints_rates_and_writes_hypotheses(tone_model, tone_corpus, ca
     assert len(rows) == len(read_manifest(tone_corpus["test"]))
     assert {"audio_filepath", "ref", "hyp", "word_errors"} <= set(rows[0])
     # Without --out, hypotheses go next to the model.
-    assert main(["evaluate", "--model", str(tone_model), "--manifest", str(tone_corpus["test"]), "--beam-size", "1"]) == 0
+    assert (
+        main(["evaluate", "--model", str(tone_model), "--manifest", str(tone_corpus["test"]), "--beam-size", "1"]) == 0
+    )
     assert (tone_model.parent / "decode" / "test_beam1.jsonl").is_file()
 
 
 def test_evaluate_breaks_errors_down_by_word_and_speaker(capsys):
     from asr.cli import _print_error_breakdown
 
-    rows = [{"ref": "one two", "hyp": "one too", "speaker": "ann", "word_errors": 1, "ref_words": 2},
-            {"ref": "two", "hyp": "too", "speaker": "bob", "word_errors": 1, "ref_words": 1},
-            {"ref": "three", "hyp": "three", "speaker": "bob", "word_errors": 0, "ref_words": 1}]
+    rows = [
+        {"ref": "one two", "hyp": "one too", "speaker": "ann", "word_errors": 1, "ref_words": 2},
+        {"ref": "two", "hyp": "too", "speaker": "bob", "word_errors": 1, "ref_words": 1},
+        {"ref": "three", "hyp": "three", "speaker": "bob", "word_errors": 0, "ref_words": 1},
+    ]
     _print_error_breakdown(rows)
     printed = capsys.readouterr().out
     assert "most frequent errors: two -> too (2)" in printed
     assert "WER by speaker: ann 50.00% of 2, bob 50.00% of 2" in printed
-    _print_error_breakdown([{"ref": "a", "hyp": "a", "word_errors": 0, "ref_words": 1}])  # no errors, one speaker: nothing to break down
+    _print_error_breakdown(
+        [{"ref": "a", "hyp": "a", "word_errors": 0, "ref_words": 1}]
+    )  # no errors, one speaker: nothing to break down
     assert capsys.readouterr().out == ""
 
 

@@ -59,8 +59,12 @@ def has_skip(result, item: str, reason: str) -> bool:
 
 def make_librispeech(root: Path) -> Path:
     ls = root / "LibriSpeech"
-    for subset, spk, chap in [("train-clean-100", "19", "198"), ("train-clean-100", "26", "495"),
-                              ("dev-clean", "84", "121123"), ("test-clean", "61", "70968")]:
+    for subset, spk, chap in [
+        ("train-clean-100", "19", "198"),
+        ("train-clean-100", "26", "495"),
+        ("dev-clean", "84", "121123"),
+        ("test-clean", "61", "70968"),
+    ]:
         d = ls / subset / spk / chap
         lines = []
         for n in range(2):
@@ -91,8 +95,9 @@ def test_librispeech(tmp_path):
     assert len(result.skipped) == 3
 
     # Named subsets: only those, and a split left out loses its stale manifest.
-    again = prepare_corpus("librispeech", data / "LibriSpeech", tmp_path / "out", train=["train-clean-100"],
-                           dev=["dev-clean"])
+    again = prepare_corpus(
+        "librispeech", data / "LibriSpeech", tmp_path / "out", train=["train-clean-100"], dev=["dev-clean"]
+    )
     assert set(again.manifests) == {"train", "dev"} and not (tmp_path / "out" / "test.jsonl").exists()
     with pytest.raises(FileNotFoundError, match="train-clean-360"):
         prepare_corpus("librispeech", data, tmp_path / "x", train=["train-clean-360"])
@@ -108,7 +113,10 @@ def test_mini_librispeech(tmp_path):
     (ls / "train-clean-100" / "1" / "2" / "1-2.trans.txt").write_text("1-2-0000 NOT MINI\n")
     m = manifests(prepare_corpus("mini_librispeech", tmp_path, tmp_path / "out"))
     assert {k: [u.extra["subset"] for u in v] for k, v in m.items()} == {
-        "train": ["train-clean-5"], "dev": ["dev-clean-2"], "test": ["test-clean"]}
+        "train": ["train-clean-5"],
+        "dev": ["dev-clean-2"],
+        "test": ["test-clean"],
+    }
 
 
 # ----------------------------------------------------------------------------------------------- LJSpeech
@@ -153,11 +161,28 @@ def test_commonvoice(tmp_path, ext):
         pytest.skip("this libsndfile build cannot write MP3; the MP3 case needs an encoder (lame) in libsndfile")
     root = tmp_path / "cv-corpus" / "en"
     kw = {"format": "MP3"} if ext == "mp3" else {}
-    header = "\t".join(["client_id", "path", "sentence_id", "sentence", "sentence_domain", "up_votes", "down_votes",
-                        "age", "gender", "accents", "locale"])
+    header = "\t".join(
+        [
+            "client_id",
+            "path",
+            "sentence_id",
+            "sentence",
+            "sentence_domain",
+            "up_votes",
+            "down_votes",
+            "age",
+            "gender",
+            "accents",
+            "locale",
+        ]
+    )
     tables = {
-        "train": [("spk_a", "a1", "Hello, \"world\"!"), ("spk_a", "a2", "Ça va?"), ("spk_b", "b1", "It's 5 o'clock."),
-                  ("spk_b", "missing", "No clip.")],
+        "train": [
+            ("spk_a", "a1", 'Hello, "world"!'),
+            ("spk_a", "a2", "Ça va?"),
+            ("spk_b", "b1", "It's 5 o'clock."),
+            ("spk_b", "missing", "No clip."),
+        ],
         "dev": [("spk_c", "c1", "Dev sentence.")],
         "test": [("spk_d", "d1", "Test sentence."), ("spk_d", "broken", "Corrupt clip.")],
     }
@@ -176,8 +201,11 @@ def test_commonvoice(tmp_path, ext):
     assert {k: len(v) for k, v in m.items()} == {"train": 3, "dev": 1, "test": 1}
     texts = {u.extra["id"]: u.text for u in m["train"]}
     # As written: the recipe's normaliser reads digits and punctuation at training and scoring time.
-    assert texts == {"common_voice_en_a1": 'Hello, "world"!', "common_voice_en_a2": "Ça va?",
-                     "common_voice_en_b1": "It's 5 o'clock."}
+    assert texts == {
+        "common_voice_en_a1": 'Hello, "world"!',
+        "common_voice_en_a2": "Ça va?",
+        "common_voice_en_b1": "It's 5 o'clock.",
+    }
     assert {u.extra["speaker"] for u in m["train"]} == {"spk_a", "spk_b"} and m["dev"][0].extra["locale"] == "en"
     assert all(abs(u.duration - 1.0) < 0.1 for v in m.values() for u in v)  # MP3 adds encoder padding
     assert has_skip(result, "train.tsv:5", "transcript without audio")
@@ -191,8 +219,12 @@ def make_an4(root: Path, kind: str) -> Path:
     """AN4 as CMU's archives extract: an4/etc + an4/wav/{an4_clstk,an4test_clstk}/<spk>/<utt>.{sph|raw}."""
     an4 = root / "an4"
     (an4 / "etc").mkdir(parents=True)
-    train = {"fash": ["an251-fash-b", "cen1-fash-b"], "fbbh": ["an76-fbbh-b"], "mblw": ["an1-mblw-b", "an2-mblw-b"],
-             "mcen": ["an36-mcen-b"]}
+    train = {
+        "fash": ["an251-fash-b", "cen1-fash-b"],
+        "fbbh": ["an76-fbbh-b"],
+        "mblw": ["an1-mblw-b", "an2-mblw-b"],
+        "mcen": ["an36-mcen-b"],
+    }
     texts = iter(["YES", "H I N I C H", "RUBOUT G M E F THREE NINE", "ENTER SIX TWO", "NO", "GO"])
 
     def audio(part: str, spk: str, utt: str, seconds: float) -> None:
@@ -226,7 +258,10 @@ def test_an4(tmp_path, kind):
     result = prepare_corpus("an4", data, tmp_path / "out", dev_speakers=["fbbh", "mcen"])
     m = manifests(result)
     assert {k: sorted({u.extra["speaker"] for u in v}) for k, v in m.items()} == {
-        "train": ["fash", "mblw"], "dev": ["fbbh", "mcen"], "test": ["fcaw"]}
+        "train": ["fash", "mblw"],
+        "dev": ["fbbh", "mcen"],
+        "test": ["fcaw"],
+    }
     texts = {u.extra["id"]: u.text for v in m.values() for u in v}
     assert texts["cen1-fash-b"] == "h i n i c h" and texts["an76-fbbh-b"] == "rubout g m e f three nine"
     assert texts["an406-fcaw-b"] == "rubout t w o"  # test lines have no <s> </s>
@@ -257,8 +292,16 @@ def test_real_an4_folder(tmp_path):
 
 def test_yesno(tmp_path):
     root = tmp_path / "waves_yesno"
-    names = ["0_0_0_0_1_1_1_1", "0_0_1_0_0_0_1_0", "0_1_0_0_1_0_1_1", "1_1_1_1_0_0_0_0", "1_0_1_1_1_1_0_1",
-             "0_0_0_1_0_1_1_0", "1_1_0_0_1_1_1_0", "1_0_0_1_0_0_1_1"]
+    names = [
+        "0_0_0_0_1_1_1_1",
+        "0_0_1_0_0_0_1_0",
+        "0_1_0_0_1_0_1_1",
+        "1_1_1_1_0_0_0_0",
+        "1_0_1_1_1_1_0_1",
+        "0_0_0_1_0_1_1_0",
+        "1_1_0_0_1_1_1_0",
+        "1_0_0_1_0_0_1_1",
+    ]
     for name in names:
         tone(root / f"{name}.wav", 0.6, sr=8000)
     corrupt(root / "1_1_1_0_0_1_0_1.wav")
@@ -282,12 +325,17 @@ def test_kaldi_dir_with_segments(tmp_path):
     tone(tmp_path / "abs" / "rec2.flac", 2.0, format="FLAC")
     d = s5 / "data" / "train"
     d.mkdir(parents=True)
-    (d / "wav.scp").write_text(f"rec1 audio/rec1.wav\nrec2 {tmp_path / 'abs' / 'rec2.flac'}\n"
-                               "rec3 sox audio/rec3.sph -t wav - |\nrec4 raw.ark:1234\n")
-    (d / "segments").write_text("rec1-a rec1 0.50 1.50\nrec1-b rec1 2.0 -1\nrec2-a rec2 0.25 1.25\n"
-                                "rec2-late rec2 1.5 2.75\nrec3-a rec3 0 1\n")
-    (d / "text").write_text("rec1-a Hello there.\nrec1-b GENERAL Kenobi\nrec2-a one two\nrec2-late too late\n"
-                            "rec3-a piped\nlonely-utt no segment\n")
+    (d / "wav.scp").write_text(
+        f"rec1 audio/rec1.wav\nrec2 {tmp_path / 'abs' / 'rec2.flac'}\n"
+        "rec3 sox audio/rec3.sph -t wav - |\nrec4 raw.ark:1234\n"
+    )
+    (d / "segments").write_text(
+        "rec1-a rec1 0.50 1.50\nrec1-b rec1 2.0 -1\nrec2-a rec2 0.25 1.25\nrec2-late rec2 1.5 2.75\nrec3-a rec3 0 1\n"
+    )
+    (d / "text").write_text(
+        "rec1-a Hello there.\nrec1-b GENERAL Kenobi\nrec2-a one two\nrec2-late too late\n"
+        "rec3-a piped\nlonely-utt no segment\n"
+    )
     (d / "utt2spk").write_text("rec1-a obi\nrec1-b grievous\nrec2-a obi\n")
     result = prepare_corpus("kaldi", d, tmp_path / "out", split="dev")
     assert list(result.manifests) == ["dev"]
@@ -342,8 +390,11 @@ def test_folder(tmp_path):
     result = prepare_corpus("folder", root, root)  # manifests beside the audio: relative paths (write_manifest)
     m = manifests(result)
     assert sum(len(v) for v in m.values()) == 13
-    assert all(split == split_by_hash(str(Path(u.audio_filepath).relative_to(root.resolve()).as_posix()))
-               for split, v in m.items() for u in v)
+    assert all(
+        split == split_by_hash(str(Path(u.audio_filepath).relative_to(root.resolve()).as_posix()))
+        for split, v in m.items()
+        for u in v
+    )
     nested = next(u for v in m.values() for u in v if u.extra["id"] == "bob-deep-x")
     assert nested.text == "Nested, FLAC." and nested.extra["speaker"] == "bob"
     line = json.loads(result.manifests["train"].read_text().splitlines()[0])
@@ -364,8 +415,23 @@ def test_cli_prepare_prints_counts_hours_and_skips(tmp_path, capsys, caplog):
         tone(root / f"{name}.wav", 0.6, sr=8000)
     corrupt(root / "1_0_1_0_1_0_1_0.wav")
     with caplog.at_level(logging.WARNING, logger="asr"):
-        assert main(["prepare", "yesno", "--data-dir", str(tmp_path), "--out", str(tmp_path / "out"),
-                     "--dev-fraction", "0", "--test-fraction", "0"]) == 0
+        assert (
+            main(
+                [
+                    "prepare",
+                    "yesno",
+                    "--data-dir",
+                    str(tmp_path),
+                    "--out",
+                    str(tmp_path / "out"),
+                    "--dev-fraction",
+                    "0",
+                    "--test-fraction",
+                    "0",
+                ]
+            )
+            == 0
+        )
     out = capsys.readouterr().out
     assert "train: 4 utterances, 0.00 h" in out and "1 item(s) skipped" in out
     assert "1_0_1_0_1_0_1_0.wav" in caplog.text and "cannot read audio header" in caplog.text
@@ -382,16 +448,43 @@ def test_cli_prepare_fsdd_still_works(tmp_path, capsys):
         for d in range(3):
             for i in (0, 7, 46):  # a test, a train and a dev index
                 tone(rec / f"{d}_{spk}_{i}.wav", 0.2, sr=8000, f=200.0 + 50 * d)
-    assert main(["prepare", "fsdd", "--data-dir", str(tmp_path / "fsdd"), "--out", str(tmp_path / "out"),
-                 "--n-train", "4", "--n-dev", "2", "--n-test", "2"]) == 0
+    assert (
+        main(
+            [
+                "prepare",
+                "fsdd",
+                "--data-dir",
+                str(tmp_path / "fsdd"),
+                "--out",
+                str(tmp_path / "out"),
+                "--n-train",
+                "4",
+                "--n-dev",
+                "2",
+                "--n-test",
+                "2",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "train: 4 utterances" in out and "test: 2 utterances" in out
     assert len(read_manifest(tmp_path / "out" / "dev.jsonl")) == 2
 
 
 def test_registry_is_complete():
-    assert {"librispeech", "mini_librispeech", "ljspeech", "commonvoice", "an4", "yesno", "fsdd", "synth", "kaldi",
-            "folder"} <= set(CORPORA)
+    assert {
+        "librispeech",
+        "mini_librispeech",
+        "ljspeech",
+        "commonvoice",
+        "an4",
+        "yesno",
+        "fsdd",
+        "synth",
+        "kaldi",
+        "folder",
+    } <= set(CORPORA)
     for c in CORPORA.values():
         assert callable(c.preparer()) and c.description and c.splits
 

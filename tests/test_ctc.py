@@ -83,6 +83,16 @@ def test_joint_decoding_follows_ctc_when_attention_is_unsure():
         ctc[0, t, tok] = 0.0
     ctc = ctc.log_softmax(-1)
     memory, lengths = torch.zeros(1, frames, 4), torch.tensor([frames])
-    hyp = beam_search(Indifferent(), memory, lengths, sos=2, eos=EOS, beam_size=3, ctc_log_probs=ctc,
-                      ctc_weight=0.5, blank=BLANK, banned=(0, 1, 2))[0][0]
+    hyp = beam_search(
+        Indifferent(),
+        memory,
+        lengths,
+        sos=2,
+        eos=EOS,
+        beam_size=3,
+        ctc_log_probs=ctc,
+        ctc_weight=0.5,
+        blank=BLANK,
+        banned=(0, 1, 2),
+    )[0][0]
     assert hyp.tokens == [5, 4, 5]

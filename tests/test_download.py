@@ -192,13 +192,18 @@ MALICIOUS = {
     "absolute path": (_tar_with((_info("/tmp/asr-evil.txt"), b"x")), "absolute path"),
     "dot-dot escape": (_tar_with((_info("corpus/../../evil.txt"), b"x")), "'..' component"),
     "symlink escaping": (
-        _tar_with((_info("corpus/link", tarfile.SYMTYPE, "../../outside"), None)), "outside the target"),
+        _tar_with((_info("corpus/link", tarfile.SYMTYPE, "../../outside"), None)),
+        "outside the target",
+    ),
     "absolute symlink": (_tar_with((_info("link", tarfile.SYMTYPE, "/etc"), None)), "absolute path"),
     "symlink then write through it": (
-        _tar_with((_info("lnk", tarfile.SYMTYPE, "sub"), None), (_info("lnk/evil.txt"), b"x")), "through a symlink"),
+        _tar_with((_info("lnk", tarfile.SYMTYPE, "sub"), None), (_info("lnk/evil.txt"), b"x")),
+        "through a symlink",
+    ),
     "symlink chain": (  # d -> "." then x -> "d/..": lexically inside, really the parent folder
         _tar_with((_info("d", tarfile.SYMTYPE, "."), None), (_info("x", tarfile.SYMTYPE, "d/.."), None)),
-        "through another symlink"),
+        "through another symlink",
+    ),
     "hardlink escaping": (_tar_with((_info("hard", tarfile.LNKTYPE, "../outside.txt"), None)), "outside the target"),
     "character device": (_tar_with((_info("dev/null", tarfile.CHRTYPE), None)), "character device"),
     "block device": (_tar_with((_info("dev/sda", tarfile.BLKTYPE), None)), "block device"),
@@ -257,10 +262,13 @@ def test_registry_download_specs_are_well_formed():
 
 
 def test_safe_links_are_extracted(tmp_path):
-    data = _tar_with((_info("sub/", tarfile.DIRTYPE), None), (_info("sub/a.txt"), b"A"),
-                     (_info("sub/link", tarfile.SYMTYPE, "a.txt"), None),
-                     (_info("up", tarfile.SYMTYPE, "sub/../good.txt"), None),
-                     (_info("hard", tarfile.LNKTYPE, "sub/a.txt"), None))
+    data = _tar_with(
+        (_info("sub/", tarfile.DIRTYPE), None),
+        (_info("sub/a.txt"), b"A"),
+        (_info("sub/link", tarfile.SYMTYPE, "a.txt"), None),
+        (_info("up", tarfile.SYMTYPE, "sub/../good.txt"), None),
+        (_info("hard", tarfile.LNKTYPE, "sub/a.txt"), None),
+    )
     archive = tmp_path / "ok.tar"
     archive.write_bytes(data)
     extract_archive(archive, tmp_path / "t")
@@ -291,8 +299,19 @@ def test_cli_prepare_download_then_prepare(server, tmp_path, monkeypatch, capsys
     server.files["/resources/1/waves_yesno.tar.gz"] = data
     local = Archive(f"{server.url}/resources/1/waves_yesno.tar.gz", sha256(data))
     monkeypatch.setitem(CORPORA, "yesno", dataclasses.replace(CORPORA["yesno"], archives={"waves_yesno": local}))
-    args = ["prepare", "yesno", "--data-dir", str(tmp_path / "raw"), "--out", str(tmp_path / "out"), "--download",
-            "--dev-fraction", "0", "--test-fraction", "0"]
+    args = [
+        "prepare",
+        "yesno",
+        "--data-dir",
+        str(tmp_path / "raw"),
+        "--out",
+        str(tmp_path / "out"),
+        "--download",
+        "--dev-fraction",
+        "0",
+        "--test-fraction",
+        "0",
+    ]
     assert main(args) == 0
     assert "train: 3 utterances" in capsys.readouterr().out
     n = len(server.requests)

@@ -64,8 +64,12 @@ KALDI_FLOAT64_TOL = 2e-3
 
 def _kaldi_fbank(x: torch.Tensor, window: str, preemphasis: float, remove_dc: bool) -> torch.Tensor:
     return kaldi.fbank(
-        x[None], num_mel_bins=80, dither=0.0, window_type={"hann": "hanning"}.get(window, window),
-        preemphasis_coefficient=preemphasis, remove_dc_offset=remove_dc,
+        x[None],
+        num_mel_bins=80,
+        dither=0.0,
+        window_type={"hann": "hanning"}.get(window, window),
+        preemphasis_coefficient=preemphasis,
+        remove_dc_offset=remove_dc,
     )  # (frames, 80)
 
 

@@ -18,8 +18,12 @@ def fake_fsdd(tmp_path):
         for d in range(10):
             for i in range(12):
                 t = np.arange(int(8000 * rng.uniform(0.2, 0.4))) / 8000
-                sf.write(rec / f"{d}_{spk}_{i}.wav", (0.3 * np.sin(2 * np.pi * (200 + 50 * d) * t)).astype(np.float32),
-                         8000, subtype="PCM_16")
+                sf.write(
+                    rec / f"{d}_{spk}_{i}.wav",
+                    (0.3 * np.sin(2 * np.pi * (200 + 50 * d) * t)).astype(np.float32),
+                    8000,
+                    subtype="PCM_16",
+                )
     (rec / "3_bob_11.wav").write_bytes(b"RIFF broken")  # a corrupt file: reported and skipped
     (rec / "README.txt").write_text("not a recording")
     return tmp_path / "fsdd"

@@ -175,8 +175,19 @@ def test_lm_weight_zero_is_the_search_without_lm():
     memory, lengths = torch.zeros(2, 20, 4), torch.tensor([20, 7])
     for kw in ({}, {"ctc_log_probs": ctc, "ctc_weight": 0.3}):
         plain = beam_search(Indifferent(), memory, lengths, SOS, EOS, beam_size=3, nbest=3, banned=(0, 1, 2), **kw)
-        zero = beam_search(Indifferent(), memory, lengths, SOS, EOS, beam_size=3, nbest=3, banned=(0, 1, 2),
-                           lm=TargetLM([5, 4]), lm_weight=0.0, **kw)
+        zero = beam_search(
+            Indifferent(),
+            memory,
+            lengths,
+            SOS,
+            EOS,
+            beam_size=3,
+            nbest=3,
+            banned=(0, 1, 2),
+            lm=TargetLM([5, 4]),
+            lm_weight=0.0,
+            **kw,
+        )
         assert plain == zero
     with pytest.raises(ValueError, match="lm_weight"):
         beam_search(Indifferent(), memory, lengths, SOS, EOS, lm=TargetLM([5]), lm_weight=-1.0)
@@ -193,8 +204,9 @@ def test_fused_scores_follow_each_hypothesis_through_reordering(use_ctc):
     if use_ctc:  # CTC is flat over x, y and blank: it allows anything and keeps the LM in charge
         flat = torch.full((2, 20, 6), -30.0).index_fill(2, torch.tensor([0, 4, 5]), 0.0).log_softmax(-1)
         kw = {"ctc_log_probs": flat, "ctc_weight": 0.2, "blank": 0}
-    hyps = beam_search(Indifferent(), memory, lengths, SOS, EOS, beam_size=3, nbest=2, banned=(0, 1, 2),
-                       lm=lm, lm_weight=w, **kw)
+    hyps = beam_search(
+        Indifferent(), memory, lengths, SOS, EOS, beam_size=3, nbest=2, banned=(0, 1, 2), lm=lm, lm_weight=w, **kw
+    )
     assert hyps[0][0].tokens == [5, 4]
     assert hyps[1][0].tokens == [5]  # the most that fits: max length 2 incl. <eos>
     if use_ctc:
@@ -215,8 +227,12 @@ def test_train_lm_cli_then_evaluate_and_transcribe_with_it(tone_model, tone_corp
     text.write_text("\n".join(" ".join(rng.choice("abcde") for _ in range(rng.randint(1, 4))) for _ in range(200)))
     lm_path = tmp_path / "lm.pt"
     dims = ["--d-model", "32", "--n-heads", "2", "--d-ff", "64", "--n-layers", "1", "--dropout", "0"]
-    assert main(["train-lm", "--model", str(tone_model), "--text", str(text), "--out", str(lm_path), "--epochs", "3",
-                 *dims]) == 0
+    assert (
+        main(
+            ["train-lm", "--model", str(tone_model), "--text", str(text), "--out", str(lm_path), "--epochs", "3", *dims]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "dev perplexity" in out and lm_path.is_file()
 
@@ -230,8 +246,26 @@ def test_train_lm_cli_then_evaluate_and_transcribe_with_it(tone_model, tone_corp
     assert set(rec.state_dict()) == keys
 
     hyps = tmp_path / "hyps.jsonl"
-    assert main(["evaluate", "--model", str(tone_model), "--manifest", str(tone_corpus["test"]), "--beam-size", "3",
-                 "--lm", str(lm_path), "--lm-weight", "0.3", "--out", str(hyps)]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--model",
+                str(tone_model),
+                "--manifest",
+                str(tone_corpus["test"]),
+                "--beam-size",
+                "3",
+                "--lm",
+                str(lm_path),
+                "--lm-weight",
+                "0.3",
+                "--out",
+                str(hyps),
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "WER" in out and "LM" in out and "weight 0.3" in out and hyps.is_file()
 
@@ -242,9 +276,25 @@ def test_train_lm_cli_then_evaluate_and_transcribe_with_it(tone_model, tone_corp
     # An LM over another vocabulary, and a weight without an LM, are clear errors.
     other = tmp_path / "other.pt"
     save_lm(other, TransformerLM(LMConfig(d_model=16, n_heads=2, d_ff=16, n_layers=1), CharTokenizer.build(["0"])))
-    assert main(["evaluate", "--model", str(tone_model), "--manifest", str(tone_corpus["test"]), "--lm", str(other),
-                 "--lm-weight", "0.3"]) == 2
+    assert (
+        main(
+            [
+                "evaluate",
+                "--model",
+                str(tone_model),
+                "--manifest",
+                str(tone_corpus["test"]),
+                "--lm",
+                str(other),
+                "--lm-weight",
+                "0.3",
+            ]
+        )
+        == 2
+    )
     assert "does not match" in capsys.readouterr().err
-    assert main(["evaluate", "--model", str(tone_model), "--manifest", str(tone_corpus["test"]),
-                 "--lm-weight", "0.3"]) == 2
+    assert (
+        main(["evaluate", "--model", str(tone_model), "--manifest", str(tone_corpus["test"]), "--lm-weight", "0.3"])
+        == 2
+    )
     assert "--lm-weight needs --lm" in capsys.readouterr().err

@@ -8,8 +8,18 @@ from asr.model.losses import guided_attention_penalty
 
 def _model(**kw):
     torch.manual_seed(0)
-    cfg = ModelConfig(vocab_size=12, n_features=40, d_model=32, n_heads=4, d_ff=64, n_encoder_layers=2,
-                      n_decoder_layers=2, conv_channels=8, dropout=0.0, **kw)
+    cfg = ModelConfig(
+        vocab_size=12,
+        n_features=40,
+        d_model=32,
+        n_heads=4,
+        d_ff=64,
+        n_encoder_layers=2,
+        n_decoder_layers=2,
+        conv_channels=8,
+        dropout=0.0,
+        **kw,
+    )
     return SpeechTransformer(cfg).eval()
 
 
@@ -30,7 +40,7 @@ def test_shapes_and_subsampling():
     assert len(weights) == 2 and weights[0].shape == (3, 4, 6, int(enc_lengths.max()))
     # Rows of the cross-attention sum to one and put no weight on padded encoder frames.
     assert torch.allclose(weights[0].sum(-1), torch.ones(3, 4, 6), atol=1e-5)
-    assert weights[0][2, :, :, int(enc_lengths[2]):].abs().max() == 0
+    assert weights[0][2, :, :, int(enc_lengths[2]) :].abs().max() == 0
 
 
 def test_padding_does_not_change_outputs():
@@ -82,7 +92,9 @@ def test_beam_search_finds_the_best_sequence_of_a_known_model():
                 if offset == 0:
                     logp[i, 0, 4], logp[i, 0, 5] = torch.log(torch.tensor(0.6)), torch.log(torch.tensor(0.4))
                 elif tok == 4:  # after "x": uncertain
-                    logp[i, 0, 3], logp[i, 0, 4], logp[i, 0, 5] = (torch.log(torch.tensor(v)) for v in (0.34, 0.33, 0.33))
+                    logp[i, 0, 3], logp[i, 0, 4], logp[i, 0, 5] = (
+                        torch.log(torch.tensor(v)) for v in (0.34, 0.33, 0.33)
+                    )
                 elif tok == 5 and offset == 1:  # after "y": certain end
                     logp[i, 0, 3] = 0.0
                 else:

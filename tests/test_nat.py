@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from conftest import TINY_OVERRIDES
 
 from asr.cli import main
 from asr.config import load_config
@@ -9,7 +10,6 @@ from asr.decoding.nat import mask_ctc, nat_length, nat_max
 from asr.evaluation import evaluate
 from asr.model.nat import placeholder_rows
 from asr.recognizer import load_model
-from conftest import TINY_OVERRIDES
 
 
 @pytest.fixture(scope="session")
@@ -17,11 +17,20 @@ def tone_nat_model(tone_corpus, tmp_path_factory):
     from asr.training import train
 
     out = tmp_path_factory.mktemp("tone_nat")
-    cfg = load_config(None, TINY_OVERRIDES + [
-        f"data.train_manifest={tone_corpus['train']}", f"data.dev_manifest={tone_corpus['dev']}",
-        f"train.out_dir={out}", "train.max_epochs=20", "model.nat_decoder_layers=2", "loss.nat_weight=1.0",
-        "loss.nat_length_weight=0.3", "train.attention_plots=0",
-    ])
+    cfg = load_config(
+        None,
+        TINY_OVERRIDES
+        + [
+            f"data.train_manifest={tone_corpus['train']}",
+            f"data.dev_manifest={tone_corpus['dev']}",
+            f"train.out_dir={out}",
+            "train.max_epochs=20",
+            "model.nat_decoder_layers=2",
+            "loss.nat_weight=1.0",
+            "loss.nat_length_weight=0.3",
+            "train.attention_plots=0",
+        ],
+    )
     return train(cfg)
 
 
@@ -50,9 +59,11 @@ def test_nat_decoders_from_the_cli_and_their_limits(tone_nat_model, tone_model, 
         wavs, lengths = pad_waveforms([load_audio(u.audio_filepath) for u in read_manifest(tone_corpus["test"])[:4]])
         memory, memory_lengths = rec.network.encoder(*rec.features(wavs, lengths))
         tok = rec.tokenizer
-        for out in (nat_length(rec.network, memory, memory_lengths, tok),
-                    nat_max(rec.network, memory, memory_lengths, tok),
-                    mask_ctc(rec.network, memory, memory_lengths, tok, iterations=2)):
+        for out in (
+            nat_length(rec.network, memory, memory_lengths, tok),
+            nat_max(rec.network, memory, memory_lengths, tok),
+            mask_ctc(rec.network, memory, memory_lengths, tok, iterations=2),
+        ):
             assert len(out) == 4
             for ids, score in out:
                 assert all(i not in (tok.blank, tok.pad, tok.sos, tok.eos) for i in ids) and score <= 0
@@ -62,15 +73,44 @@ def test_nat_decoders_from_the_cli_and_their_limits(tone_nat_model, tone_model, 
         ctc = ctc_greedy(rec.network.ctc(memory).log_softmax(-1), memory_lengths, tok.blank)
         assert [ids for ids, _ in mask_ctc(rec.network, memory, memory_lengths, tok, threshold=0.0)] == ctc
 
-    assert main(["evaluate", "--model", str(tone_nat_model), "--manifest", str(tone_corpus["test"]),
-                 "--decoder", "mask-ctc:iterations=2", "--out", str(tmp_path / "h.jsonl")]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--model",
+                str(tone_nat_model),
+                "--manifest",
+                str(tone_corpus["test"]),
+                "--decoder",
+                "mask-ctc:iterations=2",
+                "--out",
+                str(tmp_path / "h.jsonl"),
+            ]
+        )
+        == 0
+    )
     assert "mask-ctc:iterations=2" in capsys.readouterr().out
-    assert main(["transcribe", "--model", str(tone_nat_model), "--decoder", "nat-length",
-                 str(read_manifest(tone_corpus["test"])[0].audio_filepath)]) == 0
+    assert (
+        main(
+            [
+                "transcribe",
+                "--model",
+                str(tone_nat_model),
+                "--decoder",
+                "nat-length",
+                str(read_manifest(tone_corpus["test"])[0].audio_filepath),
+            ]
+        )
+        == 0
+    )
     # A model without a NAT head, and an unknown decoder, are clear errors.
-    assert main(["evaluate", "--model", str(tone_model), "--manifest", str(tone_corpus["test"]),
-                 "--decoder", "nat-max"]) == 2
+    assert (
+        main(["evaluate", "--model", str(tone_model), "--manifest", str(tone_corpus["test"]), "--decoder", "nat-max"])
+        == 2
+    )
     assert "non-autoregressive" in capsys.readouterr().err
-    assert main(["evaluate", "--model", str(tone_model), "--manifest", str(tone_corpus["test"]),
-                 "--decoder", "nat-fast"]) == 2
+    assert (
+        main(["evaluate", "--model", str(tone_model), "--manifest", str(tone_corpus["test"]), "--decoder", "nat-fast"])
+        == 2
+    )
     assert "nat-fast" in capsys.readouterr().err

@@ -141,8 +141,10 @@ def test_cli(tmp_path, capsys):
     assert e.value.code == 0 and "--out" in capsys.readouterr().out
     assert synth.main(["--list-voices"]) == 0
     assert "en-us+" in capsys.readouterr().out
-    assert synth.main(["--out", str(tmp_path / "cli"), "--n-train", "3", "--n-dev", "1", "--n-test", "1",
-                       "--no-progress"]) == 0
+    assert (
+        synth.main(["--out", str(tmp_path / "cli"), "--n-train", "3", "--n-dev", "1", "--n-test", "1", "--no-progress"])
+        == 0
+    )
     assert len(read_manifest(tmp_path / "cli" / "train.jsonl")) == 3
 
 
@@ -169,8 +171,10 @@ def test_tts_augmentation_speaks_the_manifest_transcripts(tmp_path):
     plans = synth.plan_texts(texts, copies=2, seed=0, spell_letters=True)
     assert plans[0].spoken == "eigh b c nine" and plans[0].text == "a b c nine"
     assert len({p.voice for p in plans}) > 1
-    assert synth.prepare_tts(tmp_path / "train.jsonl", tmp_path / "tts", copies=2, spell_letters=True,
-                             progress=False) == out  # cached
+    assert (
+        synth.prepare_tts(tmp_path / "train.jsonl", tmp_path / "tts", copies=2, spell_letters=True, progress=False)
+        == out
+    )  # cached
     with pytest.raises(ValueError, match="copies"):
         synth.prepare_tts(tmp_path / "train.jsonl", tmp_path / "tts2", copies=0)
 

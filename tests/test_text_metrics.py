@@ -43,7 +43,10 @@ def test_word_errors_name_what_was_confused():
     # The counts add up to error_rates' own S/D/I.
     r = error_rates(refs, hyps)
     assert (sum(e.substitutions.values()), sum(e.deletions.values()), sum(e.insertions.values())) == (
-        r.substitutions, r.deletions, r.insertions)
+        r.substitutions,
+        r.deletions,
+        r.insertions,
+    )
     assert e.most_common(3) == [("five -> nine", 2), ("(inserted) -> down", 1), ("(inserted) -> oops", 1)]
     assert word_errors(["Hello, World."], ["hello world"]).most_common() == []
 

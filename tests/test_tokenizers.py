@@ -11,13 +11,20 @@ from asr.config import ConfigError, TokenizerConfig, load_config
 from asr.metrics import error_rates
 from asr.numbers import cardinal, expand_numbers, ordinal, year
 from asr.text import (
-    NORMALIZERS, SPECIALS, CharTokenizer, SentencePieceTokenizer, build_tokenizer, get_normalizer,
+    NORMALIZERS,
+    SPECIALS,
+    CharTokenizer,
+    SentencePieceTokenizer,
+    build_tokenizer,
+    get_normalizer,
     tokenizer_from_dict,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
-WORDS = ("turn on the kitchen lights please set a timer for ten minutes call mom at seven thirty what is the weather "
-         "like tomorrow morning play some relaxing music in the living room remind me to water the plants").split()
+WORDS = (
+    "turn on the kitchen lights please set a timer for ten minutes call mom at seven thirty what is the weather "
+    "like tomorrow morning play some relaxing music in the living room remind me to water the plants"
+).split()
 
 
 def sentences(n: int = 200, seed: int = 0) -> list[str]:
@@ -46,7 +53,7 @@ def test_sentencepiece_round_trip_specials_and_vocab_size(kind):
     assert tok.tokens[: len(SPECIALS)] == SPECIALS
     assert (tok.blank, tok.pad, tok.sos, tok.eos, tok.unk) == (0, 1, 2, 3, 4)
     assert len(tok) == 80 and len(set(tok.tokens)) == 80
-    assert any(len(t.lstrip("\u2581")) > 2 for t in tok.tokens[len(SPECIALS):])  # real multi-character pieces
+    assert any(len(t.lstrip("\u2581")) > 2 for t in tok.tokens[len(SPECIALS) :])  # real multi-character pieces
     norm = get_normalizer("english")
     for raw in sentences(50, seed=1):  # held-out sentences of the same words
         ids = tok.encode(raw)
@@ -105,42 +112,75 @@ def test_char_tokenizer_normalises_with_its_normalizer_and_old_dicts_load():
 # ----------------------------------------------------------------------------------------------- numbers
 
 
-@pytest.mark.parametrize("n, words", [
-    (0, "zero"), (7, "seven"), (13, "thirteen"), (40, "forty"), (42, "forty two"), (100, "one hundred"),
-    (101, "one hundred one"), (999, "nine hundred ninety nine"), (1000, "one thousand"),
-    (1234, "one thousand two hundred thirty four"), (1_000_001, "one million one"),
-    (2_000_300_000, "two billion three hundred thousand"), (-3, "minus three"),
-])
+@pytest.mark.parametrize(
+    "n, words",
+    [
+        (0, "zero"),
+        (7, "seven"),
+        (13, "thirteen"),
+        (40, "forty"),
+        (42, "forty two"),
+        (100, "one hundred"),
+        (101, "one hundred one"),
+        (999, "nine hundred ninety nine"),
+        (1000, "one thousand"),
+        (1234, "one thousand two hundred thirty four"),
+        (1_000_001, "one million one"),
+        (2_000_300_000, "two billion three hundred thousand"),
+        (-3, "minus three"),
+    ],
+)
 def test_cardinal(n, words):
     assert cardinal(n) == words
 
 
 def test_ordinal_and_year():
     assert [ordinal(n) for n in (1, 2, 3, 4, 5, 8, 9, 12, 20, 21, 100, 103)] == [
-        "first", "second", "third", "fourth", "fifth", "eighth", "ninth", "twelfth", "twentieth", "twenty first",
-        "one hundredth", "one hundred third"]
+        "first",
+        "second",
+        "third",
+        "fourth",
+        "fifth",
+        "eighth",
+        "ninth",
+        "twelfth",
+        "twentieth",
+        "twenty first",
+        "one hundredth",
+        "one hundred third",
+    ]
     assert [year(n) for n in (1984, 1905, 1900, 2000, 2007, 2010, 2024, 1066)] == [
-        "nineteen eighty four", "nineteen oh five", "nineteen hundred", "two thousand", "two thousand seven",
-        "twenty ten", "twenty twenty four", "ten sixty six"]
+        "nineteen eighty four",
+        "nineteen oh five",
+        "nineteen hundred",
+        "two thousand",
+        "two thousand seven",
+        "twenty ten",
+        "twenty twenty four",
+        "ten sixty six",
+    ]
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("I have 3 cats", "i have three cats"),
-    ("On the 21st of May, 1984.", "on the twenty first of may nineteen eighty four"),
-    ("the 2nd and 3rd and 11th", "the second and third and eleventh"),
-    ("1,250,000 people", "one million two hundred fifty thousand people"),
-    ("pi is 3.14", "pi is three point one four"),
-    ("It costs $3.50", "it costs three dollars fifty cents"),
-    ("$1 and £2 and €0.05", "one dollar and two pounds and five cents"),
-    ("$2.5 million", "two point five million dollars"),
-    ("down 10% or 2.5 %", "down ten percent or two point five percent"),
-    ("at 7:05 or 9:00 or 12:30", "at seven oh five or nine o'clock or twelve thirty"),
-    ("the 1980s and the '90s", "the nineteen eighties and the nineties"),
-    ("agent 007", "agent zero zero seven"),
-    ("it was -5 today", "it was minus five today"),
-    ("an mp3 file", "an mp three file"),
-    ("Tom & Jerry", "tom and jerry"),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("I have 3 cats", "i have three cats"),
+        ("On the 21st of May, 1984.", "on the twenty first of may nineteen eighty four"),
+        ("the 2nd and 3rd and 11th", "the second and third and eleventh"),
+        ("1,250,000 people", "one million two hundred fifty thousand people"),
+        ("pi is 3.14", "pi is three point one four"),
+        ("It costs $3.50", "it costs three dollars fifty cents"),
+        ("$1 and £2 and €0.05", "one dollar and two pounds and five cents"),
+        ("$2.5 million", "two point five million dollars"),
+        ("down 10% or 2.5 %", "down ten percent or two point five percent"),
+        ("at 7:05 or 9:00 or 12:30", "at seven oh five or nine o'clock or twelve thirty"),
+        ("the 1980s and the '90s", "the nineteen eighties and the nineties"),
+        ("agent 007", "agent zero zero seven"),
+        ("it was -5 today", "it was minus five today"),
+        ("an mp3 file", "an mp three file"),
+        ("Tom & Jerry", "tom and jerry"),
+    ],
+)
 def test_english_normaliser_reads_numbers(text, expected):
     assert get_normalizer("english")(text) == expected
 
@@ -157,7 +197,8 @@ def test_named_normalisers():
     assert get_normalizer()("It’s a well-known 'fact'.") == "it's a well known fact"
     assert get_normalizer("digits")("Dial 4 2, then 105.") == "dial four two then one zero five"
     assert get_normalizer("ljspeech")("Mr. and Mrs. Smith met Dr. Brown at the café in 1865.") == (
-        "mister and missus smith met doctor brown at the cafe in eighteen sixty five")
+        "mister and missus smith met doctor brown at the cafe in eighteen sixty five"
+    )
     assert get_normalizer("ljspeech")("mr smith") == "mister smith"  # manifests may have lost the period
     assert get_normalizer("commonvoice")("Ça VA, l\u02bcami? 3") == "ça va l'ami 3"
     assert get_normalizer("librispeech")("CHAPTER 12 THE END") == "chapter twelve the end"
@@ -213,9 +254,14 @@ def test_training_with_bpe_writes_a_model_that_loads_and_transcribes(tmp_path, c
 
     corpus = make_tone_corpus(tmp_path / "tones", n_train=32, n_dev=4, n_test=3)
     overrides = TINY_OVERRIDES + [
-        f"data.train_manifest={corpus['train']}", f"data.dev_manifest={corpus['dev']}",
-        f"train.out_dir={tmp_path / 'exp'}", "train.max_epochs=1", "train.num_threads=1",  # tiny: 1 thread is fastest
-        "tokenizer.kind=bpe", "tokenizer.vocab_size=38", "tokenizer.normalizer=english",
+        f"data.train_manifest={corpus['train']}",
+        f"data.dev_manifest={corpus['dev']}",
+        f"train.out_dir={tmp_path / 'exp'}",
+        "train.max_epochs=1",
+        "train.num_threads=1",  # tiny: 1 thread is fastest
+        "tokenizer.kind=bpe",
+        "tokenizer.vocab_size=38",
+        "tokenizer.normalizer=english",
     ]
     threads = torch.get_num_threads()
     try:

@@ -14,9 +14,10 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
+from conftest import TINY_OVERRIDES, write_tone_config
 
-from asr.config import Config, SpecAugmentConfig, load_config
 from asr.augment import WaveformAugment, room_impulse_responses
+from asr.config import Config, SpecAugmentConfig, load_config
 from asr.data.dataset import SpeechDataset, collate, load_utterance
 from asr.data.manifest import read_manifest
 from asr.data.sampler import BucketBatchSampler
@@ -24,7 +25,6 @@ from asr.features import time_warp
 from asr.recognizer import load_model
 from asr.text import CharTokenizer
 from asr.training import average_checkpoints, budget_lambda, train
-from conftest import TINY_OVERRIDES, write_tone_config
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -40,10 +40,18 @@ def test_killed_run_resumes_mid_epoch_and_finishes(tone_corpus, tmp_path):
     durations = [u.duration for u in read_manifest(tone_corpus["train"])]
     per_epoch = len(BucketBatchSampler(durations, 1500))
     epochs = 3
-    args = ["train", "--config", str(conf), f"train.out_dir={out}", f"train.max_epochs={epochs}",
-            "train.checkpoint_every_n_steps=3", "train.average_checkpoints=0"]
-    proc = subprocess.Popen([sys.executable, "-m", "asr.cli", *args], cwd=ROOT, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    args = [
+        "train",
+        "--config",
+        str(conf),
+        f"train.out_dir={out}",
+        f"train.max_epochs={epochs}",
+        "train.checkpoint_every_n_steps=3",
+        "train.average_checkpoints=0",
+    ]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "asr.cli", *args], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     last = out / "checkpoints" / "last.ckpt"
     killed_at = None
     deadline = time.time() + 600
@@ -69,7 +77,7 @@ def test_killed_run_resumes_mid_epoch_and_finishes(tone_corpus, tmp_path):
     assert (out / "model.pt").is_file()
 
 
-DDP_SCRIPT = textwrap.dedent('''
+DDP_SCRIPT = textwrap.dedent("""
     import json, sys, hashlib
     import lightning as L
     import torch
@@ -95,17 +103,21 @@ DDP_SCRIPT = textwrap.dedent('''
         "train.accelerator=cpu", "train.devices=2", "train.strategy=ddp", "train.num_threads=1",
         "train.average_checkpoints=0", "train.attention_plots=0"])
     train(cfg, extra_callbacks=(Record(),))
-''')
+""")
 
 
 @pytest.mark.slow
 def test_ddp_two_cpu_processes(tone_corpus, tmp_path):
     script = tmp_path / "ddp_run.py"
-    script.write_text(DDP_SCRIPT.format(tests=str(ROOT / "tests"), out=str(tmp_path), train=tone_corpus["train"],
-                                        dev=tone_corpus["dev"]))
+    script.write_text(
+        DDP_SCRIPT.format(
+            tests=str(ROOT / "tests"), out=str(tmp_path), train=tone_corpus["train"], dev=tone_corpus["dev"]
+        )
+    )
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    result = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True,
-                            timeout=600)
+    result = subprocess.run(
+        [sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     r0, r1 = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
     assert r0["world"] == r1["world"] == 2
@@ -186,7 +198,7 @@ def test_room_impulse_responses_decay_at_their_rt60():
     for row, (rt60, drr) in enumerate([(0.4, 5.0), (0.2, 0.0)]):
         tail = h[row, 1:]
         assert abs(10 * torch.log10(1.0 / tail.pow(2).sum()).item() - drr) < 1e-3  # direct-to-reverberant ratio
-        assert h[row, int(rt60 * 16000):].abs().sum() == 0  # the shorter room stops at its own RT60
+        assert h[row, int(rt60 * 16000) :].abs().sum() == 0  # the shorter room stops at its own RT60
         # Schroeder backward integration: the energy decay curve falls 20 dB (-5 to -25) in a third of the RT60.
         edc = 10 * torch.log10(tail.pow(2).flip(0).cumsum(0).flip(0) / tail.pow(2).sum())
         t5, t25 = [int((edc > level).sum()) / 16000 for level in (-5.0, -25.0)]
@@ -234,8 +246,13 @@ def test_training_batches_get_vtlp_rooms_and_noise_validation_batches_do_not():
     seen = []  # the waveforms and warp argument of each frontend call
     module.model.frontend.register_forward_pre_hook(lambda _m, args: seen.append((args[0], args[2])))
     tok = module.model.tokenizer
-    batch = collate([(0, torch.randn(8000) * 0.1, torch.tensor(tok.encode("ab"))),
-                     (1, torch.randn(6000) * 0.1, torch.tensor(tok.encode("c")))], tok.pad)
+    batch = collate(
+        [
+            (0, torch.randn(8000) * 0.1, torch.tensor(tok.encode("ab"))),
+            (1, torch.randn(6000) * 0.1, torch.tensor(tok.encode("c"))),
+        ],
+        tok.pad,
+    )
     module.train()._forward(batch)
     module.eval()._forward(batch)
     (train_wavs, warp), (val_wavs, val_warp) = seen
@@ -284,6 +301,7 @@ def test_time_warp_keeps_length_and_content_range():
 def test_bf16_mixed_precision_trains(tone_corpus, tmp_path):
     """`train.precision=bf16-mixed` (Lightning's autocast) trains and writes a float32 model file; on this CPU
     bf16 is emulated, so it is checked for correctness here and for speed only on GPUs."""
+
     class LinearDtypes(L.Callback):  # the dtypes the model's Linear layers computed in, under Lightning's autocast
         def __init__(self):
             self.seen: set = set()
@@ -293,10 +311,20 @@ def test_bf16_mixed_precision_trains(tone_corpus, tmp_path):
                 if isinstance(m, torch.nn.Linear):
                     m.register_forward_hook(lambda _m, _i, out: self.seen.add(out.dtype))
 
-    cfg = load_config(None, TINY_OVERRIDES + [
-        f"data.train_manifest={tone_corpus['train']}", f"data.dev_manifest={tone_corpus['dev']}",
-        f"train.out_dir={tmp_path}", "train.max_epochs=1", "train.precision=bf16-mixed",
-        "train.average_checkpoints=0", "train.attention_plots=0", "loss.ctc_weight=0.3"])
+    cfg = load_config(
+        None,
+        TINY_OVERRIDES
+        + [
+            f"data.train_manifest={tone_corpus['train']}",
+            f"data.dev_manifest={tone_corpus['dev']}",
+            f"train.out_dir={tmp_path}",
+            "train.max_epochs=1",
+            "train.precision=bf16-mixed",
+            "train.average_checkpoints=0",
+            "train.attention_plots=0",
+            "loss.ctc_weight=0.3",
+        ],
+    )
     dtypes = LinearDtypes()
     model = train(cfg, extra_callbacks=(dtypes,))
     assert torch.bfloat16 in dtypes.seen
@@ -319,16 +347,27 @@ def test_budget_schedule_warms_up_then_falls_to_zero_with_the_budget():
 
 def test_budget_schedule_follows_the_wall_clock_budget(tone_corpus, tmp_path):
     # max_epochs alone would allow 200 epochs: the 0.25-minute budget is what must bring the rate down.
-    cfg = load_config(None, TINY_OVERRIDES + [
-        f"data.train_manifest={tone_corpus['train']}", f"data.dev_manifest={tone_corpus['dev']}",
-        f"train.out_dir={tmp_path}", "train.max_epochs=200", "train.max_minutes=0.25", "train.lr_schedule=budget",
-        "train.warmup_steps=5", "train.log_every_n_steps=1", "train.average_checkpoints=0",
-        "train.attention_plots=0"])
+    cfg = load_config(
+        None,
+        TINY_OVERRIDES
+        + [
+            f"data.train_manifest={tone_corpus['train']}",
+            f"data.dev_manifest={tone_corpus['dev']}",
+            f"train.out_dir={tmp_path}",
+            "train.max_epochs=200",
+            "train.max_minutes=0.25",
+            "train.lr_schedule=budget",
+            "train.warmup_steps=5",
+            "train.log_every_n_steps=1",
+            "train.average_checkpoints=0",
+            "train.attention_plots=0",
+        ],
+    )
     train(cfg)
     metrics = sorted((tmp_path / "logs").glob("version_*"))[-1] / "metrics.csv"
     lrs = [float(r["lr"]) for r in csv.DictReader(open(metrics)) if r.get("lr")]
     peak = max(lrs)
     assert peak == pytest.approx(2e-3, rel=0.1)
-    after = lrs[lrs.index(peak):]
+    after = lrs[lrs.index(peak) :]
     assert all(b <= a for a, b in zip(after, after[1:]))  # falls steadily after the warmup ...
     assert after[-1] < 0.15 * peak  # ... and is nearly spent when the budget ends

@@ -32,8 +32,17 @@ def noisy(x: np.ndarray, rng: np.random.Generator, level: float = 0.002) -> np.n
 def test_cuts_fall_inside_the_pauses():
     rng = np.random.default_rng(0)
     # (kind, seconds): three bursts of speech; the last has a 0.15 s gap, a pause too short to cut at.
-    layout = [("sil", 0.6), ("sp", 1.2), ("sil", 0.9), ("sp", 0.8), ("sil", 1.4), ("sp", 1.0), ("sil", 0.15),
-              ("sp", 0.9), ("sil", 0.5)]
+    layout = [
+        ("sil", 0.6),
+        ("sp", 1.2),
+        ("sil", 0.9),
+        ("sp", 0.8),
+        ("sil", 1.4),
+        ("sp", 1.0),
+        ("sil", 0.15),
+        ("sp", 0.9),
+        ("sil", 0.5),
+    ]
     parts, t, bursts = [], 0.0, []
     for kind, sec in layout:
         parts.append(speech_like(sec, rng) if kind == "sp" else np.zeros(int(sec * SR)))
@@ -167,12 +176,30 @@ def test_vtln_keeps_each_utterances_best_scoring_warp(tone_model, tone_corpus, t
 
     # The command line: --vtln-warps on evaluate names the run, and a bad list is a clear error.
     out = tmp_path / "hyps.jsonl"
-    assert main(["evaluate", "--model", str(tone_model), "--manifest", str(tone_corpus["test"]), "--beam-size", "3",
-                 "--vtln-warps", "0.9,1,1.12", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--model",
+                str(tone_model),
+                "--manifest",
+                str(tone_corpus["test"]),
+                "--beam-size",
+                "3",
+                "--vtln-warps",
+                "0.9,1,1.12",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert "test-time VTLN over warps 0.9, 1, 1.12" in capsys.readouterr().out
     assert len(out.read_text().splitlines()) == len(read_manifest(tone_corpus["test"]))
-    assert main(["evaluate", "--model", str(tone_model), "--manifest", str(tone_corpus["test"]),
-                 "--vtln-warps", "0.9,x"]) == 2
+    assert (
+        main(["evaluate", "--model", str(tone_model), "--manifest", str(tone_corpus["test"]), "--vtln-warps", "0.9,x"])
+        == 2
+    )
     assert "--vtln-warps" in capsys.readouterr().err
 
 

@@ -88,7 +88,9 @@ class CTCPrefixScorer:
         # into cumulative sums plus a log-cumsum-exp over the frame where the path entered: no Python loop over
         # frames. float64 keeps the large cumulative sums exact enough.
         empty = (state.last < 0)[:, None].expand(n, c)
-        start_n = torch.where(empty, 0.0, NEG_INF).double()[None]  # (1, n, c): c may start at frame 0 only if g is empty
+        start_n = torch.where(empty, 0.0, NEG_INF).double()[
+            None
+        ]  # (1, n, c): c may start at frame 0 only if g is empty
         cum_c = x_c.double().cumsum(0)  # (frames, n, c)
         enter_n = torch.cat([start_n, phi[:-1].double() - cum_c[:-1]], dim=0)
         r_n = cum_c + torch.logcumsumexp(enter_n, dim=0)

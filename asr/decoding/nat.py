@@ -26,8 +26,9 @@ def _head(network: SpeechTransformer):
     return network.nat
 
 
-def _log_probs(network: SpeechTransformer, rows: Tensor, lengths: Tensor, memory: Tensor, memory_lengths: Tensor,
-               banned: list[int]) -> Tensor:
+def _log_probs(
+    network: SpeechTransformer, rows: Tensor, lengths: Tensor, memory: Tensor, memory_lengths: Tensor, banned: list[int]
+) -> Tensor:
     logp = _head(network)(rows, lengths, memory, memory_lengths).float().log_softmax(-1)  # (batch, n, vocab)
     logp[..., banned] = float("-inf")
     return logp
@@ -48,8 +49,7 @@ def nat_length(
         lengths = _head(network).length_logits(memory, memory_lengths).argmax(-1)  # (batch,)
     elif length_from == "ctc":
         ctc = network.ctc(memory).log_softmax(-1)
-        lengths = torch.tensor([len(s) for s in ctc_greedy(ctc, memory_lengths, tokenizer.blank)],
-                               device=memory.device)
+        lengths = torch.tensor([len(s) for s in ctc_greedy(ctc, memory_lengths, tokenizer.blank)], device=memory.device)
     else:
         raise ValueError(f"length_from must be classifier or ctc, got {length_from!r}")
     rows = placeholder_rows(lengths, tokenizer.sos, tokenizer.pad)

@@ -61,7 +61,7 @@ class DecoderSetup:
     def all_params(self) -> dict[str, Any]:
         kind = DECODERS[self.kind]
         out = dict(self.params)
-        suffix = self.name[len(kind.name):]
+        suffix = self.name[len(kind.name) :]
         if kind.size_param and suffix:
             out[kind.size_param] = int(suffix)
         return out
@@ -228,22 +228,41 @@ def _run_ctc(recognizer: "Recognizer", wavs: "Tensor", lengths: "Tensor", params
     return [recognizer.tokenizer.decode(seq) for seq in ids]
 
 
-register(DecoderKind("greedy", _run_greedy, {"max_len_ratio": float, "vtln_warps": tuple}, "attention greedy search",
-                     check=_check_routes))
-register(DecoderKind(
-    "beam", _run_attention,
-    {"beam_size": int, "ctc_weight": float, "length_penalty": float, "max_len_ratio": float, "lm_weight": float,
-     "vtln_warps": tuple},
-    "beam search of width N (beam10); joint CTC/attention with the model's CTC weight when it has a CTC head; "
-    "vtln_warps=0.92/0.96/1/1.04/1.08: test-time VTLN (one search per warp, each utterance's best kept)",
-    size_param="beam_size", check=_check_routes,
-))
+register(
+    DecoderKind(
+        "greedy",
+        _run_greedy,
+        {"max_len_ratio": float, "vtln_warps": tuple},
+        "attention greedy search",
+        check=_check_routes,
+    )
+)
+register(
+    DecoderKind(
+        "beam",
+        _run_attention,
+        {
+            "beam_size": int,
+            "ctc_weight": float,
+            "length_penalty": float,
+            "max_len_ratio": float,
+            "lm_weight": float,
+            "vtln_warps": tuple,
+        },
+        "beam search of width N (beam10); joint CTC/attention with the model's CTC weight when it has a CTC head; "
+        "vtln_warps=0.92/0.96/1/1.04/1.08: test-time VTLN (one search per warp, each utterance's best kept)",
+        size_param="beam_size",
+        check=_check_routes,
+    )
+)
 register(DecoderKind("ctc", _run_ctc, {}, "CTC best path (greedy) on the CTC head", check=_check_ctc))
 
 
 def _check_nat(recognizer: "Recognizer", params: dict) -> None:
     if recognizer.network.nat is None or recognizer.cfg.loss.nat_weight <= 0:
-        raise ValueError("this model has no trained non-autoregressive head (model.nat_decoder_layers, loss.nat_weight)")
+        raise ValueError(
+            "this model has no trained non-autoregressive head (model.nat_decoder_layers, loss.nat_weight)"
+        )
     if params.get("length_from", "classifier") not in ("classifier", "ctc"):
         raise ValueError("length_from must be classifier or ctc")
 
@@ -275,21 +294,43 @@ def _nat_length(rec: "Recognizer", memory: "Tensor", lengths: "Tensor", params: 
 def _nat_max(rec: "Recognizer", memory: "Tensor", lengths: "Tensor", params: dict) -> list:
     from asr.decoding.nat import nat_max
 
-    return nat_max(rec.network, memory, lengths, rec.tokenizer, params.get("max_len_ratio", rec.cfg.decode.max_len_ratio))
+    return nat_max(
+        rec.network, memory, lengths, rec.tokenizer, params.get("max_len_ratio", rec.cfg.decode.max_len_ratio)
+    )
 
 
 def _mask_ctc(rec: "Recognizer", memory: "Tensor", lengths: "Tensor", params: dict) -> list:
     from asr.decoding.nat import mask_ctc
 
-    return mask_ctc(rec.network, memory, lengths, rec.tokenizer, params.get("threshold", 0.99),
-                    params.get("iterations", 3))
+    return mask_ctc(
+        rec.network, memory, lengths, rec.tokenizer, params.get("threshold", 0.99), params.get("iterations", 3)
+    )
 
 
-register(DecoderKind("nat-length", _nat_runner(_nat_length), {"length_from": str},
-                     "non-autoregressive, one pass; length from the length classifier (length_from=ctc: from the "
-                     "CTC best path)", check=_check_nat))
-register(DecoderKind("nat-max", _nat_runner(_nat_max), {"max_len_ratio": float},
-                     "non-autoregressive, one pass over the maximum length; ends at the first <eos>", check=_check_nat))
-register(DecoderKind("mask-ctc", _nat_runner(_mask_ctc), {"threshold": float, "iterations": int},
-                     "Mask-CTC: CTC draft, low-confidence tokens re-predicted in parallel passes",
-                     check=_check_mask_ctc))
+register(
+    DecoderKind(
+        "nat-length",
+        _nat_runner(_nat_length),
+        {"length_from": str},
+        "non-autoregressive, one pass; length from the length classifier (length_from=ctc: from the CTC best path)",
+        check=_check_nat,
+    )
+)
+register(
+    DecoderKind(
+        "nat-max",
+        _nat_runner(_nat_max),
+        {"max_len_ratio": float},
+        "non-autoregressive, one pass over the maximum length; ends at the first <eos>",
+        check=_check_nat,
+    )
+)
+register(
+    DecoderKind(
+        "mask-ctc",
+        _nat_runner(_mask_ctc),
+        {"threshold": float, "iterations": int},
+        "Mask-CTC: CTC draft, low-confidence tokens re-predicted in parallel passes",
+        check=_check_mask_ctc,
+    )
+)

@@ -1,8 +1,8 @@
 """Losses over decoder logits.
 
-    label_smoothed_nll(logits (batch, n, vocab), targets (batch, n), pad) -> scalar mean over real tokens
-    ctc_loss(logits (batch, frames, vocab), frame lengths, targets (batch, n), target lengths) -> scalar
-    guided_attention_loss(weights (batch, heads, n, frames), token lengths, frame lengths, sigma) -> scalar
+label_smoothed_nll(logits (batch, n, vocab), targets (batch, n), pad) -> scalar mean over real tokens
+ctc_loss(logits (batch, frames, vocab), frame lengths, targets (batch, n), target lengths) -> scalar
+guided_attention_loss(weights (batch, heads, n, frames), token lengths, frame lengths, sigma) -> scalar
 """
 
 from __future__ import annotations

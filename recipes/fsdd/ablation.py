@@ -58,9 +58,16 @@ def main(argv: list[str] | None = None) -> None:
     ]
     for name in names:
         run = out / name
-        cfg = load_config(ROOT / "recipes/fsdd/conf.yaml", VARIANTS[name] + [
-            f"train.out_dir={run}", f"train.max_minutes={args.minutes}", "train.progress_bar=false", *args.overrides,
-        ])
+        cfg = load_config(
+            ROOT / "recipes/fsdd/conf.yaml",
+            VARIANTS[name]
+            + [
+                f"train.out_dir={run}",
+                f"train.max_minutes={args.minutes}",
+                "train.progress_bar=false",
+                *args.overrides,
+            ],
+        )
         model = train(cfg)
         rec = load_model(model)
         joint = evaluate(rec, cfg.data.test_manifest, beam_size=5).rates.wer if rec.decode_ctc_weight > 0 else None
