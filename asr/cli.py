@@ -1,20 +1,22 @@
-"""Command line: `asr prepare | train | transcribe | evaluate | train-lm`.
+"""Command line: argument parsing; the work is done by the modules each command names.
 
-asr prepare fsdd --data-dir ../shared/data/fsdd --out data/fsdd
-asr prepare CORPUS --data-dir DIR --out OUT [--download] [corpus options]     (asr prepare --help: the corpora)
-asr train --config recipes/fsdd/conf.yaml [--resume] [section.key=value ...]
-asr transcribe --model exp/fsdd/model.pt [--format txt|json|srt|vtt] [--out-dir D] a.wav folder/ m.jsonl
-asr evaluate --model exp/fsdd/model.pt --manifest data/fsdd/test.jsonl [--beam-size N] [--out hyps.jsonl]
-asr train-lm --model exp/synth/model.pt --manifest data/synth/train.jsonl --out exp/synth/lm.pt [--minutes 2]
-asr evaluate ... --lm exp/synth/lm.pt --lm-weight 0.3       (also transcribe: shallow fusion in beam search)
-asr benchmark --models A.pt B.pt --sets test.jsonl --decoders greedy,beam10,ctc [--by speaker] [--out DIR]
+    asr prepare CORPUS --data-dir DIR --out OUT [--download] [corpus options]     (asr prepare --help: the corpora)
+    asr train --config recipes/fsdd/conf.yaml [--resume] [section.key=value ...]      asr.training.train
+    asr transcribe --model M [decode flags] [--format txt|json|srt|vtt] [--out-dir D] a.wav folder/ m.jsonl
+                                                                                      asr.transcribe
+    asr evaluate --model M --manifest test.jsonl [decode flags] [--out hyps.jsonl]    asr.benchmark.run.evaluate
+    asr benchmark --models A.pt B.pt --sets test.jsonl --decoders greedy,beam10,ctc [--by speaker] [--out DIR]
+    asr train-lm --model M --manifest train.jsonl --out lm.pt [--minutes 2]           asr.lm
+
+Decode flags (transcribe, evaluate): --decoder NAME[:key=value,...], --beam-size, --ctc-weight, --lm/--lm-weight,
+--length-penalty, --max-len-ratio, --vtln-warps, --batch-size, --device; they become one DecodingOptions
+(asr/decoding/options.py), and a flag that contradicts another is an error naming both.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
-import re
 import sys
 import warnings
 from pathlib import Path
@@ -47,265 +49,122 @@ def cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
     return 0
 
 
-# Extensions `asr transcribe` picks up in folders: the audio containers libsndfile reads, and headerless .raw PCM.
-AUDIO_SUFFIXES = {
-    ".wav",
-    ".flac",
-    ".ogg",
-    ".oga",
-    ".opus",
-    ".mp3",
-    ".sph",
-    ".nist",
-    ".aiff",
-    ".aif",
-    ".aifc",
-    ".au",
-    ".snd",
-    ".caf",
-    ".w64",
-    ".rf64",
-    ".raw",
+# --- decoding flags, defined once for transcribe, evaluate and benchmark -------------------------------------------
+
+# Flags that set a DecodingOptions field (asr/decoding/options.py), with how they parse and what they say.
+SEARCH_FLAGS = {
+    "beam_size": (int, "beam width (with the beam decoder; default: the model's decode.beam_size)"),
+    "ctc_weight": (float, "weight of the CTC prefix score in beam search (default: the model's; 0 = attention only)"),
+    "lm_weight": (float, "shallow fusion weight of the --lm in beam search (default: the model's decode.lm_weight)"),
+    "length_penalty": (float, "beam search ranks by score / (tokens + 1) ** this (default: the model's)"),
+    "max_len_ratio": (float, "at most this many tokens per encoder frame (default: the model's)"),
+    "vtln_warps": (
+        str,
+        "test-time VTLN: decode at each of these comma-separated frequency-warp factors and keep each utterance's "
+        "best-scoring text, e.g. 0.92,0.96,1,1.04,1.08 (5x the search; for models trained with data.vtlp)",
+    ),
 }
-TRANSCRIBE_GROUP_SECONDS = 600.0  # audio loaded at a time: bounds memory on big folders, and output comes as it goes
-PROGRESS_MIN_FILES = 10  # fewer files get no progress bar
 
 
-def _manifest_audio(path: Path) -> list[str]:
-    """The audio paths of a JSONL manifest. Only `audio_filepath` is needed: there is no text yet to transcribe."""
-    import json
+def _add_runtime_flags(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
+    p.add_argument("--batch-size", type=int, default=None, help=f"{what} decoded at once (default: the model's)")
+    p.add_argument("--lm", default=None, help="token LM file (asr train-lm) for shallow fusion in beam search")
 
-    from asr.data.manifest import ManifestError
 
-    if not path.is_file():
-        raise ManifestError(f"{path}: manifest not found")
-    base, paths = path.resolve().parent, []
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
+def _add_decode_flags(p: argparse.ArgumentParser, what: str) -> None:
+    """--decoder and the option flags of transcribe and evaluate, plus --device, --batch-size, --lm."""
+    from asr.decoding.options import known_decoders
+
+    p.add_argument(
+        "--decoder",
+        default=None,
+        help=f"{known_decoders()}, or a setup such as beam10:ctc_weight=0.5 (default: the model's decode.decoder, "
+        "normally beam; see asr benchmark --help)",
+    )
+    for name, (typ, text) in SEARCH_FLAGS.items():
+        p.add_argument("--" + name.replace("_", "-"), type=typ, default=None, help=text)
+    _add_runtime_flags(p, what)
+
+
+def _load_recognizer(args: argparse.Namespace):
+    """--model on --device, with --lm attached."""
+    from asr.recognizer import load_model
+
+    if args.device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ValueError(f"--device {args.device}: CUDA is not available here (use --device cpu)")
+    if args.batch_size is not None and args.batch_size < 1:
+        raise ValueError(f"--batch-size must be at least 1, got {args.batch_size}")
+    rec = load_model(args.model, device=args.device)
+    if args.lm is not None:
+        from asr.lm import load_lm
+
         try:
-            item = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ManifestError(f"{path}:{lineno}: invalid JSON ({e.msg})") from None
-        audio = item.get("audio_filepath") if isinstance(item, dict) else None
-        if not isinstance(audio, str) or not audio:
-            raise ManifestError(f"{path}:{lineno}: needs an audio_filepath string")
-        paths.append(str(base / audio))  # relative paths resolve against the manifest's folder
-    return paths
+            rec.attach_lm(load_lm(args.lm, device=args.device))
+        except ValueError as e:
+            raise ValueError(f"--lm {args.lm} with --model {args.model}: {e}") from None
+    return rec
 
 
-def _transcribe_inputs(paths: list[str]) -> tuple[list[tuple[str, Path]], int]:
-    """Files, folders (searched recursively) and .jsonl manifests -> (audio path, output name without suffix) for
-    each file, and how many arguments were unusable (reported on stderr)."""
-    items: list[tuple[str, Path]] = []
-    bad = 0
-    for arg in paths:
-        p = Path(arg)
+def _decoding_options(rec, args: argparse.Namespace):
+    """The decode flags -> the model's DecodingOptions; contradictions are errors naming both flags."""
+    from asr.decoding.options import flag
+
+    given = {name: getattr(args, name) for name in SEARCH_FLAGS}
+    if given["vtln_warps"] is not None:
         try:
-            if p.is_dir():
-                found = sorted(f for f in p.rglob("*") if f.suffix.lower() in AUDIO_SUFFIXES and f.is_file())
-                if not found:
-                    raise ValueError(f"{p}: no audio files in this folder")
-                items += [(str(f), f.relative_to(p).with_suffix("")) for f in found]  # outputs mirror the tree
-            elif p.suffix.lower() == ".jsonl":
-                items += [(a, Path(Path(a).stem)) for a in _manifest_audio(p)]
-            else:  # a file, or a missing path: reported when it fails to load
-                items.append((arg, Path(p.stem)))
-        except ValueError as e:  # ManifestError is one: one bad argument does not stop the others
-            print(f"error: {e}", file=sys.stderr)
-            bad += 1
-    return items, bad
-
-
-def _output_files(names: list[Path], out_dir: Path, fmt: str) -> list[Path]:
-    """One output file per input; a name taken twice (a.wav and a.flac) gets _1, _2, ..."""
-    used: set[Path] = set()
-    files = []
-    for name in names:
-        target, k = out_dir / f"{name}.{fmt}", 0
-        while target in used:
-            k += 1
-            target = out_dir / f"{name}_{k}.{fmt}"
-        used.add(target)
-        files.append(target)
-    return files
-
-
-def _attach_lm(rec, args: argparse.Namespace) -> float:
-    """--lm PATH [--lm-weight W]: fuse the LM into beam search; returns the weight in use (0: no LM)."""
-    if args.lm is None:
-        if args.lm_weight is not None:
-            raise ValueError("--lm-weight needs --lm (an LM file made by asr train-lm)")
-        return 0.0
-    from asr.lm import load_lm
-
-    try:
-        rec.attach_lm(load_lm(args.lm, device=args.device), args.lm_weight)
-    except ValueError as e:
-        raise ValueError(f"--lm {args.lm} with --model {args.model}: {e}") from None
-    if rec.fusion.weight == 0:
+            given["vtln_warps"] = tuple(float(x) for x in given["vtln_warps"].split(",") if x.strip())
+        except ValueError:
+            raise ValueError(f"--vtln-warps must be comma-separated numbers, got {args.vtln_warps!r}") from None
+    options = rec.options(spell=flag, decoder=args.decoder, **given)
+    if args.lm is not None and options.lm_weight == 0:
+        if options.decoder != "beam":
+            raise ValueError(f"--lm applies to beam search, not to --decoder {options.decoder}")
         log.warning("warning: --lm without --lm-weight and the model's decode.lm_weight is 0: the LM is not used")
-    return rec.fusion.weight
+    return options
 
 
 def cmd_transcribe(args: argparse.Namespace) -> int:
-    import torch
-    from tqdm import tqdm
-
-    from asr.audio import AudioError, load_audio
-    from asr.recognizer import load_model
     from asr.segment import MIN_CHUNK_SECONDS
-    from asr.transcript import render
+    from asr.transcribe import find_inputs, transcribe_inputs
 
     if args.max_chunk_seconds is not None and not args.max_chunk_seconds >= MIN_CHUNK_SECONDS:
         raise ValueError(f"--max-chunk-seconds must be at least {MIN_CHUNK_SECONDS}, got {args.max_chunk_seconds}")
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"--device {args.device}: CUDA is not available here (use --device cpu)")
-    rec = load_model(args.model, device=args.device)
-    _attach_lm(rec, args)
-    _set_decoder(rec, args)
-    _set_vtln(rec, args)
-    sr = rec.cfg.features.sample_rate
-    items, failed = _transcribe_inputs(args.audio)
+    rec = _load_recognizer(args)
+    options = _decoding_options(rec, args)
+    items, errors = find_inputs(args.audio)
+    for e in errors:
+        print(f"error: {e}", file=sys.stderr)
     out_dir = Path(args.out_dir) if args.out_dir else None
-    targets = _output_files([name for _, name in items], out_dir, args.format) if out_dir else []
-    headers = args.format in ("srt", "vtt") and out_dir is None and len(items) > 1  # which document is which
-    group_files = 4 * (args.batch_size or rec.cfg.decode.batch_size)
-    quiet = True if len(items) < PROGRESS_MIN_FILES else None  # None: tqdm shows the bar only on a terminal
-    bar = tqdm(total=len(items), unit="file", file=sys.stderr, disable=quiet)
-    pending: list[tuple[int, torch.Tensor]] = []  # (index in items, waveform)
-
-    def flush() -> None:
-        transcripts = rec.transcribe_waveforms(
-            [w for _, w in pending], args.beam_size, args.batch_size, args.ctc_weight, args.max_chunk_seconds
-        )
-        for (i, _), t in zip(pending, transcripts):
-            path = items[i][0]
-            if out_dir is not None:
-                targets[i].parent.mkdir(parents=True, exist_ok=True)
-                targets[i].write_text(render(t, args.format, path), encoding="utf-8")
-            elif args.format == "txt":
-                print(f"{path}\t{t.text}", flush=True)
-            else:
-                print((f"==> {path} <==\n" if headers else "") + render(t, args.format, path), end="", flush=True)
-        bar.update(len(pending))
-        pending.clear()
-
-    for i, (path, _) in enumerate(items):
-        try:
-            pending.append((i, load_audio(path, sr)))
-        except AudioError as e:  # one bad file does not stop the others; the exit code says it happened
-            tqdm.write(f"error: {e}", file=sys.stderr)
-            failed += 1
-            bar.update(1)
-            continue
-        if sum(w.numel() for _, w in pending) >= TRANSCRIBE_GROUP_SECONDS * sr or len(pending) >= group_files:
-            flush()
-    if pending:
-        flush()
-    bar.close()
+    failed = len(errors) + transcribe_inputs(
+        rec, items, options, args.format, out_dir, args.batch_size, args.max_chunk_seconds
+    )
     if out_dir is not None:
-        log.info("wrote %d %s files to %s", len(items) - failed, args.format, out_dir)
+        log.info("wrote %d %s files to %s", len(items) - failed + len(errors), args.format, out_dir)
     if failed:
         print(f"{failed} input(s) failed (see the errors above)", file=sys.stderr)
     return 1 if failed else 0
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from asr.evaluation import evaluate
-    from asr.recognizer import load_model
+    from asr.benchmark.report import hypothesis_rows, render_evaluation, write_hypotheses
+    from asr.benchmark.run import evaluate
+    from asr.data.manifest import read_manifest
 
-    rec = load_model(args.model, device=args.device)
-    lm_weight = _attach_lm(rec, args)
-    vtln = _set_vtln(rec, args)
-    if _set_decoder(rec, args):
-        result = evaluate(rec, args.manifest, batch_size=args.batch_size)
-        name = f"{Path(args.manifest).stem}_" + re.sub(r"[^\w.-]+", "_", args.decoder)
-        return _report_evaluation(args, result, name, args.decoder)
-    beam = rec.cfg.decode.beam_size if args.beam_size is None else args.beam_size
-    ctc_weight = rec.decode_ctc_weight if args.ctc_weight is None else args.ctc_weight
-    result = evaluate(rec, args.manifest, beam_size=beam, batch_size=args.batch_size, ctc_weight=ctc_weight)
-    searched = beam > 1 or lm_weight > 0  # with an LM, beam 1 is a beam search too (greedy has no fusion)
-    name = f"{Path(args.manifest).stem}_beam{beam}" + (f"_ctc{ctc_weight:g}" if searched and ctc_weight > 0 else "")
-    name += f"_lm{lm_weight:g}" if lm_weight > 0 else ""
-    decoder = f"beam {beam}" if searched else "greedy attention"
-    if searched:
-        decoder += f", CTC weight {ctc_weight:g}" if ctc_weight > 0 else ", attention only"
-    if lm_weight > 0:
-        decoder += f", LM {args.lm} weight {lm_weight:g}"
-    if vtln:
-        name += "_vtln" + "-".join(f"{a:g}" for a in vtln)
-        decoder += f", test-time VTLN over warps {', '.join(f'{a:g}' for a in vtln)}"
-    return _report_evaluation(args, result, name, decoder)
-
-
-def _set_vtln(rec, args: argparse.Namespace) -> list[float]:
-    """--vtln-warps 0.92,0.96,1,1.04,1.08: test-time VTLN in attention search (decode.vtln_warps)."""
-    from asr.recognizer import check_warps
-
-    if getattr(args, "vtln_warps", None) is None:
-        return list(rec.cfg.decode.vtln_warps)
-    if getattr(args, "decoder", None):
-        raise ValueError("--vtln-warps applies to attention search (greedy or beam), not to --decoder setups")
-    try:
-        warps = [float(x) for x in args.vtln_warps.split(",") if x.strip()]
-    except ValueError:
-        raise ValueError(f"--vtln-warps must be comma-separated numbers, got {args.vtln_warps!r}") from None
-    check_warps(warps)
-    rec.cfg.decode.vtln_warps = warps
-    return warps
-
-
-def _set_decoder(rec, args: argparse.Namespace) -> bool:
-    """--decoder NAME: a named setup (ctc, nat-length, nat-max, mask-ctc, ...) replaces attention search."""
-    if not getattr(args, "decoder", None):
-        return False
-    from asr.decoding.setups import parse_decoder
-
-    parse_decoder(args.decoder).check(rec)  # unknown names and models that can't run it fail before any work
-    rec.cfg.decode.decoder = args.decoder
-    return True
-
-
-def _report_evaluation(args: argparse.Namespace, result, name: str, decoder: str) -> int:
-    from asr.evaluation import write_hypotheses
-
-    r = result.rates
-    out = Path(args.out) if args.out else Path(args.model).parent / "decode" / f"{name}.jsonl"
-    write_hypotheses(out, result)
-    print(f"{args.manifest}: {r.sentences} utterances, {decoder}")
-    print(f"text normalisation (references and hypotheses): {result.normalizer.name}: {result.normalizer.description}")
-    print(
-        f"WER {r.wer:.2f}%  CER {r.cer:.2f}%  (substitutions {r.substitutions}, deletions {r.deletions}, "
-        f"insertions {r.insertions}, reference words {r.ref_words})"
-    )
-    print(
-        f"real-time factor {result.rtf:.4f} ({result.decode_seconds:.1f} s for {result.audio_seconds:.0f} s of audio)"
-    )
-    _print_error_breakdown(result.rows)
-    if result.skipped:
-        print(f"{len(result.skipped)} unreadable files skipped (listed above)")
+    rec = _load_recognizer(args)
+    options = _decoding_options(rec, args)
+    result = evaluate(rec, args.manifest, options, batch_size=args.batch_size)
+    rows = hypothesis_rows(result, read_manifest(args.manifest))
+    default = Path(args.model).parent / "decode" / f"{Path(args.manifest).stem}_{options.slug()}.jsonl"
+    out = write_hypotheses(Path(args.out) if args.out else default, rows)
+    print(render_evaluation(result, rows, rec.tokenizer.normalizer), end="")
+    if options.lm_weight > 0:
+        print(f"LM: {args.lm} (shallow fusion, weight {options.lm_weight:g})")
     print(f"hypotheses: {out}")
     return 0
-
-
-def _print_error_breakdown(rows: list[dict], top: int = 10) -> None:
-    """The most frequent word errors and, when the manifest names several speakers, each speaker's WER."""
-    from asr.metrics import word_errors
-
-    common = word_errors([r["ref"] for r in rows], [r["hyp"] for r in rows], normalize=False).most_common(top)
-    if common:  # rows hold normalised text
-        print("most frequent errors: " + ", ".join(f"{e} ({n})" for e, n in common))
-    by: dict[str, list[int]] = {}  # speaker -> [word errors, reference words]
-    for r in rows:
-        counts = by.setdefault(str(r.get("speaker", "(none)")), [0, 0])
-        counts[0] += r["word_errors"]
-        counts[1] += r["ref_words"]
-    if len(by) > 1:
-        print(
-            "WER by speaker: "
-            + ", ".join(f"{s} {100.0 * e / max(n, 1):.2f}% of {n}" for s, (e, n) in sorted(by.items()))
-        )
 
 
 def cmd_train_lm(args: argparse.Namespace) -> int:
@@ -339,9 +198,9 @@ def cmd_train_lm(args: argparse.Namespace) -> int:
 
 
 def cmd_benchmark(args: argparse.Namespace) -> int:
-    from asr.benchmark import BenchmarkSpec, run_benchmark
-    from asr.benchmark_report import render_markdown, write_report
-    from asr.decoding.setups import parse_decoders
+    from asr.benchmark.report import render_markdown, write_report
+    from asr.benchmark.run import BenchmarkSpec, run_benchmark
+    from asr.decoding.options import parse_decoders
 
     if args.device.startswith("cuda"):
         import torch
@@ -436,18 +295,11 @@ def build_parser() -> argparse.ArgumentParser:
     tr = sub.add_parser(
         "transcribe",
         help="transcribe audio files, folders or manifests (txt: path<TAB>text lines)",
-        epilog="long recordings are cut at pauses into chunks of at most --max-chunk-seconds",
+        epilog="long recordings are cut at pauses into chunks of at most --max-chunk-seconds; a manifest line with "
+        "offset and duration (a Kaldi segment) decodes that span only",
     )
     tr.add_argument("--model", required=True)
-    tr.add_argument("--beam-size", type=int, default=None, help="1 = greedy (default: the model's decode config)")
-    tr.add_argument("--ctc-weight", type=float, default=None, help="joint CTC/attention weight for beam search")
-    tr.add_argument(
-        "--decoder",
-        default=None,
-        help="a named decoding setup instead of attention search: "
-        "ctc, nat-length, nat-max, mask-ctc[:iterations=N] (see asr benchmark --help)",
-    )
-    tr.add_argument("--batch-size", type=int, default=None, help="chunks decoded at once (default: the model's)")
+    _add_decode_flags(tr, "chunks")
     tr.add_argument("--max-chunk-seconds", type=float, default=None, help="longest chunk decoded at once (default 20)")
     tr.add_argument(
         "--format",
@@ -456,40 +308,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="txt: path<TAB>text; json: one object a line with timed, scored segments; srt/vtt: subtitles",
     )
     tr.add_argument("--out-dir", default=None, help="write one file per input here instead of printing")
-    tr.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
-    tr.add_argument("--lm", default=None, help="token LM file (asr train-lm) for shallow fusion in beam search")
-    tr.add_argument("--lm-weight", type=float, default=None, help="LM weight (default: the model's decode.lm_weight)")
-    tr.add_argument(
-        "--vtln-warps",
-        default=None,
-        help="test-time VTLN: decode at each of these comma-separated "
-        "frequency-warp factors and keep each utterance's best-scoring text, e.g. 0.92,0.96,1,1.04,1.08 "
-        "(5x the search; for models trained with data.vtlp; default: the model's decode.vtln_warps)",
-    )
     tr.add_argument("audio", nargs="+", help="audio files, folders (searched recursively) or .jsonl manifests")
 
-    e = sub.add_parser("evaluate", help="decode a manifest, print WER/CER, write per-utterance hypotheses")
+    e = sub.add_parser(
+        "evaluate",
+        help="decode a manifest, print WER/CER with its 95%% interval, write per-utterance hypotheses "
+        "(one system of asr benchmark)",
+    )
     e.add_argument("--model", required=True)
     e.add_argument("--manifest", required=True)
-    e.add_argument("--beam-size", type=int, default=None, help="1 = greedy (default: the model's decode config)")
-    e.add_argument("--ctc-weight", type=float, default=None, help="joint CTC/attention weight for beam search")
-    e.add_argument(
-        "--decoder",
-        default=None,
-        help="a named decoding setup instead of attention search: ctc, nat-length, nat-max, mask-ctc[:iterations=N]",
-    )
-    e.add_argument("--batch-size", type=int, default=None)
+    _add_decode_flags(e, "utterances")
     e.add_argument("--out", default=None, help="hypotheses JSONL (default: next to the model, in decode/)")
-    e.add_argument("--device", default="cpu")
-    e.add_argument("--lm", default=None, help="token LM file (asr train-lm) for shallow fusion in beam search")
-    e.add_argument("--lm-weight", type=float, default=None, help="LM weight (default: the model's decode.lm_weight)")
-    e.add_argument(
-        "--vtln-warps",
-        default=None,
-        help="test-time VTLN: decode at each of these comma-separated "
-        "frequency-warp factors and keep each utterance's best-scoring text, e.g. 0.92,0.96,1,1.04,1.08 "
-        "(5x the search; for models trained with data.vtlp; default: the model's decode.vtln_warps)",
-    )
 
     lm = sub.add_parser(
         "train-lm",
@@ -514,12 +343,12 @@ def build_parser() -> argparse.ArgumentParser:
     lm.add_argument("--n-layers", type=int, default=None, help="Transformer layers (default 2)")
     lm.add_argument("--dropout", type=float, default=None, help="dropout (default 0.1)")
 
-    from asr.decoding.setups import DECODERS
+    from asr.decoding.options import DECODERS
 
     decoders_help = "\n".join(
-        f"  {k.name + ('N' if k.size_param else ''):12s}{k.help}\n  {'':12s}parameters: "
-        f"{', '.join(p for p in k.params if p != k.size_param) or 'none'}"
-        for k in DECODERS.values()
+        f"  {d.name + ('N' if d.size_option else ''):12s}{d.help}\n  {'':12s}parameters: "
+        f"{', '.join(k for k in d.takes if k != d.size_option) or 'none'}"
+        for d in DECODERS.values()
     )
     b = sub.add_parser(
         "benchmark",
@@ -541,8 +370,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     b.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (default 1000)")
     b.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
-    b.add_argument("--device", default="cpu", help="cpu | cuda | cuda:N")
-    b.add_argument("--batch-size", type=int, default=None, help="utterances decoded at once (default: the model's)")
+    _add_runtime_flags(b, "utterances")  # the LM is used by the setups that set lm_weight
     b.add_argument(
         "--threads",
         type=int,
@@ -550,7 +378,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="torch CPU threads (default: torch's; set it for timings that compare across runs)",
     )
     b.add_argument("--cache-dir", default=None, help="decoded hypotheses and timings (default: OUT/cache)")
-    b.add_argument("--lm", default=None, help="token LM (asr train-lm) for setups that set lm_weight")
 
     from asr.data.corpora import CORPORA
 

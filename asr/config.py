@@ -146,9 +146,9 @@ class DecodeConfig:
     ctc_weight: float = 0.3  # joint CTC/attention beam search (used when the model was trained with CTC)
     lm_weight: float = 0.0  # shallow fusion weight of an attached LM (asr.lm) when none is given with it
     batch_size: int = 32
-    # A named decoding setup (asr/decoding/setups.py: "ctc", "nat-length", "nat-max", "mask-ctc:iterations=5", ...)
-    # instead of attention search; "" = beam search of beam_size (greedy when 1).
-    decoder: str = ""
+    # The default decoder (asr/decoding/options.py): greedy, beam, ctc, nat-length, nat-max, mask-ctc, or a setup
+    # such as "mask-ctc:iterations=5"; "" (older model files) is beam.
+    decoder: str = "beam"
     # Test-time VTLN: attention search (greedy or beam) runs once per frequency-warp factor (the training VTLP warp)
     # and each utterance keeps the hypothesis the model scores highest, fitting the warp to an unseen vocal tract.
     # [] = off; [0.92, 0.96, 1.0, 1.04, 1.08] costs 5 searches.

@@ -1,25 +1,31 @@
 """A trained recogniser: everything needed to go from audio to text, and the self-contained model file.
 
-    Recognizer(cfg, tokenizer)                 front end + CMVN + Speech-Transformer + tokenizer
-    .recognize(wavs (batch, samples), lengths) -> list[str]   (or (text, score) with with_scores=True)
-    .transcribe([path | array, ...])           -> list[str]
-    .transcribe_segments([path | array, ...])  -> list[Transcript]: text + per-segment start/end/text/score
-    .attach_lm(lm, weight)                     shallow fusion of a token LM (asr.lm) in every later beam search
+Three calls, and every entry point (`asr transcribe`, `asr evaluate`, `asr benchmark`, the Python API) uses them:
+
+    rec = load_model("exp/fsdd/model.pt")
+    options = rec.options(beam_size=10)                  the model's decode config + what you give -> DecodingOptions
+    encoded = rec.encode(wavs (batch, samples), lengths)  front end + CMVN + encoder (+ CTC head) -> Encoded
+    hyps = rec.decode(encoded, options)                   -> [Hypothesis(text, tokens, score, token_times)] per row
+    rec.transcribe(["a.wav", array, ...], options)        files/arrays of any length -> [Transcript(text, segments)]
+
+`transcribe` cuts every input at pauses (`asr.segment.split_on_pauses`) into chunks of at most `max_chunk_seconds`,
+sorts the chunks of all inputs by length, encodes and decodes them in batches (the encoder runs once per chunk and
+VTLN warp), and stitches each input's chunks into a `Transcript` with segment times. Silence is never decoded, so an
+input with no speech transcribes to "". `cut_at_pauses=False` decodes each input whole (what `asr evaluate` and
+`asr benchmark` do with the utterances of a manifest).
+
     save_model(path, recognizer); load_model(path) -> Recognizer
 
 The model file is a plain dict of tensors and primitive values (resolved config, tokenizer vocabulary, weights
 including the CMVN statistics), so it loads with `torch.load(..., weights_only=True)`: no pickled code runs.
-
-Transcription cuts every input at pauses (`asr.segment.split_on_pauses`) into chunks of at most
-`max_chunk_seconds`, decodes the chunks of all inputs together in length-sorted batches, and joins each input's
-chunk texts. Silence is never decoded, so an input with no speech transcribes to "".
+Decoding choices never change the loaded model's config.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -27,23 +33,23 @@ from torch import Tensor, nn
 
 from asr.audio import load_audio, prepare_array
 from asr.config import Config, config_from_dict
-from asr.decoding import beam_search, greedy_search
-from asr.features import GlobalCMVN, make_frontend
+from asr.data.dataset import load_utterance
+from asr.data.manifest import Utterance
+from asr.decoding.decode import Encoded, decode
+from asr.decoding.options import DecodingOptions, OptionsError, build_options, keyword
+from asr.decoding.search import Hypothesis
+from asr.features import GlobalCMVN, frame_sizes, make_frontend
 from asr.model import SpeechTransformer
 from asr.model_file import read_file, write_file
-from asr.segment import MAX_CHUNK_SECONDS, split_on_pauses
+from asr.segment import MAX_CHUNK_SECONDS, Segment, split_on_pauses
 from asr.text import CharTokenizer, tokenizer_from_dict
 from asr.transcript import TimedText, Transcript
 
 MODEL_FORMAT = "speech-transformer-asr/1"
+SUBSAMPLING = 4  # encoder frames per feature frame (two stride-2 convolutions)
+MIN_FEATURE_FRAMES = 7  # the conv front end needs at least this many frames to give one encoder frame
 
-
-@dataclass
-class LMFusion:
-    """An attached language model. A plain holder, not a submodule: the LM never goes into the model file."""
-
-    lm: Any  # asr.lm.TransformerLM (or anything with check_vocabulary/init_state/step, see asr.decoding.search)
-    weight: float
+AudioInput = str | Path | np.ndarray | Tensor | Utterance
 
 
 class Recognizer(nn.Module):
@@ -57,32 +63,73 @@ class Recognizer(nn.Module):
             raise ValueError(f"features.cmvn must be 'global' or 'utterance', got '{cfg.features.cmvn}'")
         self.cmvn = GlobalCMVN(cfg.features.dim, utterance_mean=cfg.features.cmvn == "utterance")
         self.network = SpeechTransformer(cfg.model)
-        self.fusion: LMFusion | None = None
-
-    def attach_lm(self, lm: Any, weight: float | None = None) -> "Recognizer":
-        """Fuse `lm` (e.g. `asr.lm.load_lm(path)`, over this model's vocabulary) into every later beam search with
-        `weight` (default: the config's decode.lm_weight); `None` detaches. Returns self, for chaining.
-
-        Every decoding entry point (recognize, transcribe, ..., asr.evaluation.evaluate) then uses it, so their
-        signatures stay as they were."""
-        if lm is None:
-            self.fusion = None
-            return self
-        lm.check_vocabulary(self.tokenizer)
-        weight = self.cfg.decode.lm_weight if weight is None else float(weight)
-        if not weight >= 0:
-            raise ValueError(f"LM weight must be >= 0, got {weight}")
-        self.fusion = LMFusion(lm.to(self.device).eval(), weight)
-        return self
-
-    @property
-    def decode_ctc_weight(self) -> float:
-        """The CTC weight for beam search; 0 when the CTC head was never trained."""
-        return self.cfg.decode.ctc_weight if self.cfg.loss.ctc_weight > 0 else 0.0
+        self.lm: Any = None  # an attached LM (asr.lm.TransformerLM): not a submodule, never in the model file
 
     @property
     def device(self) -> torch.device:
         return next(self.network.parameters()).device
+
+    @property
+    def has_ctc(self) -> bool:
+        """Was the CTC head trained? (An untrained head exists in every model and must not be decoded with.)"""
+        return self.cfg.loss.ctc_weight > 0
+
+    @property
+    def has_nat(self) -> bool:
+        return self.network.has_nat and self.cfg.loss.nat_weight > 0
+
+    def attach_lm(self, lm: Any) -> "Recognizer":
+        """Make `lm` (e.g. `asr.lm.load_lm(path)`, over this model's vocabulary) available to beam search; options
+        with lm_weight > 0 fuse it. `None` detaches. Returns self, for chaining."""
+        if lm is not None:
+            lm.check_vocabulary(self.tokenizer)
+            lm = lm.to(self.device).eval()
+        object.__setattr__(self, "lm", lm)  # a plain attribute: nn.Module would register it, into the model file
+        return self
+
+    # --- 1. what to decode with ---------------------------------------------------------------------------------
+
+    def options(
+        self, options: DecodingOptions | None = None, spell: Callable[[str], str] = keyword, **given: Any
+    ) -> DecodingOptions:
+        """DecodingOptions for this model: `options` (default: the model's decode config) with the options `given`
+        (None values are not given; `decoder` may be a setup such as "beam10:ctc_weight=0.5"), checked against what
+        the model has. Errors name the options as `spell` writes them (keyword= here, --flags on the command line).
+
+        The CTC weight of a model whose CTC head was never trained is 0 unless asked for (then it is an error), and
+        so is the LM weight without an attached LM."""
+        base_name = "" if options is not None else "the model's decode.decoder"
+        base = options if options is not None else DecodingOptions.from_config(self.cfg.decode)
+        opts, explicit = build_options(base, given, spell, base_name)
+        if opts.decoder == "beam" and opts.ctc_weight > 0 and not self.has_ctc:
+            if "ctc_weight" in explicit:
+                raise OptionsError(
+                    f"{spell('ctc_weight')} {opts.ctc_weight:g}: this model's CTC head was never trained"
+                )
+            opts = dataclasses.replace(opts, ctc_weight=0.0)
+        if opts.decoder == "beam" and opts.lm_weight > 0 and self.lm is None:
+            if "lm_weight" in explicit:
+                raise OptionsError(f"{spell('lm_weight')} {opts.lm_weight:g} needs a language model (attach one: --lm)")
+            opts = dataclasses.replace(opts, lm_weight=0.0)
+        self.check(opts)
+        return opts
+
+    def check(self, options: DecodingOptions) -> None:
+        """Raise OptionsError if this model cannot decode with `options` (a head it lacks, an LM it has not got)."""
+        d = options.decoder
+        needs_ctc = d in ("ctc", "mask-ctc") or (d == "nat-length" and options.length_from == "ctc")
+        if needs_ctc and not self.has_ctc:
+            raise OptionsError(f"decoder {d}: this model's CTC head was never trained (loss.ctc_weight = 0)")
+        if d.startswith("nat-") or d == "mask-ctc":
+            if not self.has_nat:
+                raise OptionsError(
+                    f"decoder {d}: this model has no trained non-autoregressive head "
+                    "(model.nat_decoder_layers, loss.nat_weight)"
+                )
+        if d == "beam" and options.lm_weight > 0 and self.lm is None:
+            raise OptionsError(f"lm_weight {options.lm_weight:g} needs a language model (Recognizer.attach_lm)")
+
+    # --- 2. audio -> encoder output -------------------------------------------------------------------------------
 
     def features(self, wavs: Tensor, lengths: Tensor, warp: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """(batch, samples) -> normalised (batch, frames, dim), frame lengths. warp: (batch,) VTLP factors."""
@@ -90,219 +137,96 @@ class Recognizer(nn.Module):
         return self.cmvn(feats, lengths), lengths
 
     @torch.no_grad()
-    def recognize(
-        self,
-        wavs: Tensor,
-        lengths: Tensor,
-        beam_size: int | None = None,
-        nbest: int = 1,
-        ctc_weight: float | None = None,
-        with_scores: bool = False,
-        decoder: str | None = None,
-    ) -> list[str] | list[tuple[str, float]] | list[list[tuple[str, float]]]:
-        """Padded waveforms -> text (one string each), or n-best (text, score) lists when nbest > 1, or the best
-        (text, score) of each with `with_scores`. A score is the hypothesis log-probability, <eos> included
-        (with an attached LM: the fused score).
+    def encode(self, wavs: Tensor | Sequence[Tensor], lengths: Tensor | None = None, warps=(1.0,)) -> Encoded:
+        """Waveforms at the model's rate, padded (batch, samples) with `lengths`, or a list of (samples,) ->
+        the encoder output at each VTLN warp in `warps` (use `options.warps`), and the CTC log-posteriors."""
+        self.eval()
+        if lengths is None:
+            wavs, lengths = pad_waveforms(list(wavs))
+        wavs, lengths = wavs.to(self.device), lengths.to(self.device)
+        memories, memory_lengths, ctcs = [], [], []
+        for a in warps:  # one encoder pass per warp: memory stays that of one batch
+            factors = None if a == 1.0 else torch.full((wavs.size(0),), float(a), device=wavs.device)
+            memory, m_lengths = self.network.encode(*self.features(wavs, lengths, factors))  # (batch, frames/4, d)
+            memories.append(memory)
+            memory_lengths.append(m_lengths)
+            if self.has_ctc:
+                ctcs.append(self.network.ctc_log_probs(memory))
+        frame_s = SUBSAMPLING * frame_sizes(self.cfg.features)[1] / self.cfg.features.sample_rate
+        ctc = torch.cat(ctcs) if ctcs else None
+        return Encoded(torch.cat(memories), torch.cat(memory_lengths), ctc, tuple(warps), frame_s)
 
-        beam_size 1 is greedy attention decoding (the fast path); larger beams use joint CTC/attention scoring
-        with `ctc_weight` (default: the config's) when the model was trained with CTC. An attached LM with a
-        weight > 0 is fused into beam search, and then beam_size 1 is a beam search of width 1.
-        `decoder` (default: cfg.decode.decoder) names another setup, e.g. "nat-length" or "mask-ctc"; its score
-        is the attention decoder's log-probability of the text it found. With cfg.decode.vtln_warps, attention
-        search runs once per warp factor and each utterance keeps its best-scoring hypotheses (test-time VTLN)."""
-        dec = self.cfg.decode
-        decoder = dec.decoder if decoder is None else decoder
-        if decoder:
-            return self._recognize_with(decoder, wavs, lengths, with_scores)
-        beam_size = dec.beam_size if beam_size is None else beam_size
-        ctc_weight = self.decode_ctc_weight if ctc_weight is None else ctc_weight
-        if not dec.vtln_warps:
-            return self._search(wavs, lengths, beam_size, nbest, ctc_weight, with_scores)
-        check_warps(dec.vtln_warps)
-        # Test-time VTLN: the warp under which the model is most sure of its answer is the one that best maps this
-        # speaker's vocal tract onto the ones it was trained on (maximum-likelihood warp selection, per utterance).
-        runs = [self._search(wavs, lengths, beam_size, nbest, ctc_weight, True, warp=a) for a in dec.vtln_warps]
-        if nbest == 1:
-            runs = [[[h] for h in run] for run in runs]  # each run: per row, an n-best list of (text, score)
-        merged = []
-        for row in zip(*runs):
-            best: dict[str, float] = {}
-            for text, score in (h for hs in row for h in hs):
-                best[text] = max(score, best.get(text, float("-inf")))
-            merged.append(sorted(best.items(), key=lambda h: h[1], reverse=True)[:nbest] or [("", float("-inf"))])
-        if nbest > 1:
-            return merged
-        return [hs[0] if with_scores else hs[0][0] for hs in merged]
+    # --- 3. encoder output -> text --------------------------------------------------------------------------------
 
-    def _search(
-        self,
-        wavs: Tensor,
-        lengths: Tensor,
-        beam_size: int,
-        nbest: int,
-        ctc_weight: float,
-        with_scores: bool,
-        warp: float | None = None,
-    ) -> list:
-        """Attention search (greedy for beam 1 without an LM), on features warped by `warp` if given."""
-        dec, tok = self.cfg.decode, self.tokenizer
-        factors = None if warp is None or warp == 1.0 else torch.full((wavs.size(0),), float(warp), device=wavs.device)
-        feats, feat_lengths = self.features(wavs, lengths, factors)
-        memory, memory_lengths = self.network.encoder(feats, feat_lengths)  # (batch, frames/4, d_model)
-        fusion = self.fusion if self.fusion is not None and self.fusion.weight > 0 else None
-        if beam_size <= 1 and nbest == 1 and fusion is None:
-            ids = greedy_search(self.network.decoder, memory, memory_lengths, tok.sos, tok.eos, dec.max_len_ratio)
-            if with_scores:  # greedy search keeps no scores: one teacher-forced pass gives them
-                scores = self.sequence_log_probs(memory, memory_lengths, ids)
-                return [(tok.decode(seq), score) for seq, score in zip(ids, scores)]
-            return [tok.decode(seq) for seq in ids]
-        ctc_log_probs = self.network.ctc(memory).log_softmax(-1) if ctc_weight > 0 else None
-        hyps = beam_search(
-            self.network.decoder,
-            memory,
-            memory_lengths,
-            tok.sos,
-            tok.eos,
-            beam_size=max(beam_size, nbest),
-            length_penalty=dec.length_penalty,
-            max_len_ratio=dec.max_len_ratio,
-            nbest=nbest,
-            ctc_log_probs=ctc_log_probs,
-            ctc_weight=ctc_weight,
-            blank=tok.blank,
-            banned=(tok.blank, tok.pad, tok.sos),
-            lm=fusion.lm.to(memory.device) if fusion else None,
-            lm_weight=fusion.weight if fusion else 0.0,
-        )
-        if nbest == 1 and with_scores:
-            return [(tok.decode(h[0].tokens), h[0].score) if h else ("", float("-inf")) for h in hyps]
-        if nbest == 1:
-            return [tok.decode(h[0].tokens) if h else "" for h in hyps]
-        return [[(tok.decode(h.tokens), h.score) for h in hs] for hs in hyps]
+    @torch.no_grad()
+    def decode(self, encoded: Encoded, options: DecodingOptions | None = None) -> list[Hypothesis]:
+        """The best hypothesis of each encoded utterance (with `alternatives` when options.nbest > 1)."""
+        options = self.options() if options is None else options
+        self.check(options)
+        lm = self.lm if options.lm_weight > 0 else None
+        return decode(self.network, encoded, options, self.tokenizer, lm)
 
-    def _recognize_with(self, decoder: str, wavs: Tensor, lengths: Tensor, with_scores: bool) -> list:
-        from asr.decoding.setups import parse_decoder
-
-        setup = parse_decoder(decoder)
-        setup.check(self)
-        texts = setup.run(self, wavs, lengths)
-        if not with_scores:
-            return texts
-        feats, feat_lengths = self.features(wavs, lengths)
-        memory, memory_lengths = self.network.encoder(feats, feat_lengths)
-        scores = self.sequence_log_probs(memory, memory_lengths, [self.tokenizer.encode(t) for t in texts])
-        return list(zip(texts, scores))
-
-    def sequence_log_probs(self, memory: Tensor, memory_lengths: Tensor, seqs: list[list[int]]) -> list[float]:
-        """log P(seq <eos> | audio) under the attention decoder, for each row's token ids (no <sos>/<eos>)."""
-        tok = self.tokenizer
-        lengths = torch.tensor([len(q) for q in seqs], device=memory.device)
-        n = int(lengths.max()) + 1
-        ys_in = torch.full((len(seqs), n), tok.pad, dtype=torch.long, device=memory.device)
-        ys_in[:, 0] = tok.sos
-        ys_out = ys_in.clone()
-        for i, q in enumerate(seqs):
-            ys_in[i, 1 : len(q) + 1] = torch.tensor(q, dtype=torch.long)
-            ys_out[i, : len(q)] = ys_in[i, 1 : len(q) + 1]
-            ys_out[i, len(q)] = tok.eos
-        logits, _ = self.network.decoder(ys_in, memory, memory_lengths, token_lengths=lengths + 1)
-        logp = logits.float().log_softmax(-1).gather(2, ys_out[..., None]).squeeze(2)
-        keep = torch.arange(n, device=memory.device)[None, :] <= lengths[:, None]
-        return torch.where(keep, logp, torch.zeros_like(logp)).sum(1).tolist()
+    # --- files and arrays of any length -> transcripts ------------------------------------------------------------
 
     def transcribe(
         self,
-        inputs: Sequence[str | Path | np.ndarray | Tensor],
+        inputs: Sequence[AudioInput],
+        options: DecodingOptions | None = None,
+        *,
         sample_rate: int | None = None,
-        beam_size: int | None = None,
         batch_size: int | None = None,
-        ctc_weight: float | None = None,
         max_chunk_seconds: float | None = None,
-    ) -> list[str]:
-        """Files (any format/rate/channels soundfile reads) or arrays (give `sample_rate`) -> one text each.
-
-        Long inputs are cut at pauses into chunks of at most `max_chunk_seconds` (default 20) and the chunk texts
-        joined; an input with no speech gives ""."""
-        found = self.transcribe_segments(inputs, sample_rate, beam_size, batch_size, ctc_weight, max_chunk_seconds)
-        return [t.text for t in found]
-
-    def transcribe_segments(
-        self,
-        inputs: Sequence[str | Path | np.ndarray | Tensor],
-        sample_rate: int | None = None,
-        beam_size: int | None = None,
-        batch_size: int | None = None,
-        ctc_weight: float | None = None,
-        max_chunk_seconds: float | None = None,
+        cut_at_pauses: bool = True,
+        **given: Any,
     ) -> list[Transcript]:
-        """Like `transcribe`, but each input's `Transcript`: text, duration and the decoded segments with their
-        start/end (seconds), text and score (log-probability). Unreadable files raise `AudioError` naming them."""
-        wavs = [self.load_input(x, sample_rate) for x in inputs]
-        return self.transcribe_waveforms(wavs, beam_size, batch_size, ctc_weight, max_chunk_seconds)
+        """Files (any format/rate/channels soundfile reads), manifest `Utterance`s (their offset/duration span) or
+        arrays (give `sample_rate`) -> one `Transcript` each: text, duration, and the decoded segments with start/end
+        (seconds), text, score and token times. Decoding options: `options` and/or keywords (beam_size=10, ...).
 
-    def load_input(self, x: str | Path | np.ndarray | Tensor, sample_rate: int | None = None) -> Tensor:
-        """A file, or an array at `sample_rate`, -> mono (samples,) at the model's rate."""
+        Long inputs are cut at pauses into chunks of at most `max_chunk_seconds` (default 20); with
+        `cut_at_pauses=False` each input is decoded whole. Unreadable files raise `AudioError` naming them."""
+        options = self.options(options, **given)
         sr = self.cfg.features.sample_rate
+        wavs = [self._load(x, sample_rate) for x in inputs]
+        max_s = MAX_CHUNK_SECONDS if max_chunk_seconds is None else max_chunk_seconds
+        win, hop = frame_sizes(self.cfg.features)
+        shortest = win + (MIN_FEATURE_FRAMES - 1) * hop  # anything shorter has no encoder frame to decode
+        cuts = []
+        for w in wavs:
+            found = split_on_pauses(w, sr, max_s) if cut_at_pauses else [Segment(0.0, w.numel() / sr)]
+            cuts.append([c for c in found if round(c.end * sr) - round(c.start * sr) >= shortest])
+        chunks = [w[round(c.start * sr) : round(c.end * sr)] for w, cs in zip(wavs, cuts) for c in cs]
+        decoded = iter(self._decode_chunks(chunks, options, batch_size or self.cfg.decode.batch_size))
+        out = []
+        for w, cs in zip(wavs, cuts):
+            timed = []
+            for c in cs:
+                h = next(decoded)
+                times = None if h.token_times is None else [(c.start + s, c.start + e) for s, e in h.token_times]
+                timed.append(TimedText(c.start, c.end, h.text, h.score, times))
+            out.append(Transcript.from_segments(timed, w.numel() / sr))
+        return out
+
+    def _decode_chunks(self, chunks: list[Tensor], options: DecodingOptions, batch_size: int) -> list[Hypothesis]:
+        """Mono waveforms at the model's rate, each decoded whole, in batches of similar length (less padding)."""
+        order = sorted(range(len(chunks)), key=lambda i: chunks[i].numel())
+        hyps: list[Hypothesis | None] = [None] * len(chunks)
+        for start in range(0, len(order), batch_size):
+            idx = order[start : start + batch_size]
+            for i, h in zip(idx, self.decode(self.encode([chunks[i] for i in idx], warps=options.warps), options)):
+                hyps[i] = h
+        return hyps  # type: ignore[return-value]
+
+    def _load(self, x: AudioInput, sample_rate: int | None = None) -> Tensor:
+        """A file, a manifest utterance, or an array at `sample_rate` -> mono (samples,) at the model's rate."""
+        sr = self.cfg.features.sample_rate
+        if isinstance(x, Utterance):
+            return load_utterance(x, sr)
         if isinstance(x, (str, Path)):
             return load_audio(x, sr)
         if sample_rate is None:
             raise ValueError("transcribe(arrays) needs sample_rate=")
         return prepare_array(x, sample_rate, sr)
-
-    def transcribe_waveforms(
-        self,
-        wavs: list[Tensor],
-        beam_size: int | None = None,
-        batch_size: int | None = None,
-        ctc_weight: float | None = None,
-        max_chunk_seconds: float | None = None,
-    ) -> list[Transcript]:
-        """Mono waveforms at the model's rate -> transcripts; the chunks of all of them are decoded together."""
-        sr = self.cfg.features.sample_rate
-        max_s = MAX_CHUNK_SECONDS if max_chunk_seconds is None else max_chunk_seconds
-        cuts = [split_on_pauses(w, sr, max_s) for w in wavs]
-        chunks = [w[round(c.start * sr) : round(c.end * sr)] for w, cs in zip(wavs, cuts) for c in cs]
-        decoded = iter(self.recognize_waveforms(chunks, beam_size, batch_size, ctc_weight, with_scores=True))
-        out = []
-        for w, cs in zip(wavs, cuts):
-            timed = [TimedText(c.start, c.end, *next(decoded)) for c in cs]
-            out.append(Transcript.from_segments(timed, w.numel() / sr))
-        return out
-
-    def recognize_waveforms(
-        self,
-        wavs: list[Tensor],
-        beam_size: int | None = None,
-        batch_size: int | None = None,
-        ctc_weight: float | None = None,
-        with_scores: bool = False,
-    ) -> list[str] | list[tuple[str, float]]:
-        """Mono waveforms at the model's rate, each decoded whole -> text (or (text, score)), batched by similar
-        length."""
-        self.eval()
-        batch_size = batch_size or self.cfg.decode.batch_size
-        order = sorted(range(len(wavs)), key=lambda i: wavs[i].numel())
-        texts: list = [""] * len(wavs)
-        for start in range(0, len(order), batch_size):
-            idx = order[start : start + batch_size]
-            padded, lengths = pad_waveforms([wavs[i] for i in idx])
-            out = self.recognize(
-                padded.to(self.device),
-                lengths.to(self.device),
-                beam_size,
-                ctc_weight=ctc_weight,
-                with_scores=with_scores,
-            )
-            for i, text in zip(idx, out):
-                texts[i] = text
-        return texts
-
-
-def check_warps(warps: Sequence[float]) -> None:
-    """decode.vtln_warps must be frequency-warp factors near 1 (a vocal tract at most ~1.5x longer or shorter)."""
-    bad = [a for a in warps if not (isinstance(a, (int, float)) and 0.67 <= a <= 1.5)]
-    if bad:
-        raise ValueError(f"decode.vtln_warps must be warp factors in [0.67, 1.5] (e.g. [0.92, 1.0, 1.08]), got {bad}")
 
 
 def pad_waveforms(wavs: list[Tensor]) -> tuple[Tensor, Tensor]:

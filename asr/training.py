@@ -175,12 +175,12 @@ class ASRModule(L.LightningModule):
         ys_in, ys_out = teacher_forcing_targets(batch.tokens, batch.token_lengths, tok.sos, tok.eos, tok.pad)
         net, lc = self.model.network, self.cfg.loss
         out_lengths = batch.token_lengths + 1  # with <sos> in, with <eos> out
-        memory, memory_lengths = net.encoder(feats, feat_lengths)  # (batch, frames/4, d_model)
+        memory, memory_lengths = net.encode(feats, feat_lengths)  # (batch, frames/4, d_model)
         p = self._sampling_prob()
         if p > 0:
             ys_in = self._scheduled_sampling(ys_in, memory, memory_lengths, out_lengths, p)
         guide = self._guided_weight() > 0
-        logits, attn = net.decoder(  # (batch, n+1, vocab), cross-attention of the guided layers
+        logits, attn = net.decode(  # (batch, n+1, vocab), cross-attention of the guided layers
             ys_in, memory, memory_lengths, out_lengths, weight_layers=self._guided_layers if guide else ()
         )
         att_loss = label_smoothed_nll(logits, ys_out, tok.pad, lc.label_smoothing)
@@ -188,11 +188,11 @@ class ASRModule(L.LightningModule):
         stats = {"acc": ((logits.argmax(-1) == ys_out) & real).sum() / real.sum(), "att_loss": att_loss}
         loss = att_loss
         if lc.ctc_weight > 0:
-            ctc = ctc_loss(net.ctc(memory), memory_lengths, batch.tokens, batch.token_lengths, tok.blank)
+            ctc = ctc_loss(net.ctc_log_probs(memory), memory_lengths, batch.tokens, batch.token_lengths, tok.blank)
             loss = (1 - lc.ctc_weight) * att_loss + lc.ctc_weight * ctc
             stats["ctc_loss"] = ctc
         if lc.nat_weight > 0:
-            if net.nat is None:
+            if not net.has_nat:
                 raise ValueError("loss.nat_weight > 0 needs a non-autoregressive head: set model.nat_decoder_layers")
             nat, length = self._nat_losses(batch, memory, memory_lengths)
             loss = loss + lc.nat_weight * (nat + lc.nat_length_weight * length)
@@ -215,7 +215,7 @@ class ASRModule(L.LightningModule):
         - refinement rows (Mask-Predict / Mask-CTC): the true length, a random number of positions hidden;
         - `nat-max` rows: a length tied to the input, all placeholders: tokens, then <eos>, the rest ignored.
         Plus the length classifier's cross-entropy on the true token count."""
-        tok, nat = self.model.tokenizer, self.model.network.nat
+        tok, net = self.model.tokenizer, self.model.network
         lengths = batch.token_lengths
         max_lens = torch.maximum(max_output_lengths(memory_lengths, self.cfg.decode.max_len_ratio), lengths + 1)
         mode = torch.randint(0, 3, (len(lengths),)).tolist()  # 0 all hidden, 1 some hidden, 2 max length
@@ -236,10 +236,10 @@ class ASRModule(L.LightningModule):
                 targets[i, :n] = y
                 if m == 2:
                     targets[i, n] = tok.eos
-        logits = nat(inputs, torch.tensor(rows, device=memory.device), memory, memory_lengths)
+        logits = net.nat_logits(inputs, torch.tensor(rows, device=memory.device), memory, memory_lengths)
         nat_loss = label_smoothed_nll(logits, targets, tok.pad, self.cfg.loss.label_smoothing)
         length_loss = F.cross_entropy(
-            nat.length_logits(memory, memory_lengths).float(), lengths.clamp(max=nat.max_length)
+            net.nat_length_logits(memory, memory_lengths).float(), lengths.clamp(max=self.cfg.model.nat_max_length)
         )
         return nat_loss, length_loss
 
@@ -256,7 +256,7 @@ class ASRModule(L.LightningModule):
     ) -> Tensor:
         """Two-pass scheduled sampling: a teacher-forced pass predicts every position at once; each input token
         after <sos> is then replaced, with probability p, by the prediction for its position."""
-        pred = self.model.network.decoder(ys_in, memory, memory_lengths, out_lengths)[0].argmax(-1)  # (batch, n+1)
+        pred = self.model.network.decode(ys_in, memory, memory_lengths, out_lengths)[0].argmax(-1)  # (batch, n+1)
         swap = torch.rand(ys_in.shape, device=ys_in.device) < p
         swap[:, 0] = False  # <sos> stays
         mixed = ys_in.clone()
@@ -266,7 +266,7 @@ class ASRModule(L.LightningModule):
 
     @property
     def _guided_layers(self) -> list[int]:
-        n = len(self.model.network.decoder.layers)
+        n = self.cfg.model.n_decoder_layers
         return [i % n for i in self.cfg.loss.guided_attn_layers] or list(range(n))
 
     def _guided_weight(self) -> float:
@@ -297,10 +297,16 @@ class ASRModule(L.LightningModule):
         loss, memory, memory_lengths, stats = self._forward(batch)
         tok = self.model.tokenizer
         hyps = greedy_search(
-            self.model.network.decoder, memory, memory_lengths, tok.sos, tok.eos, self.cfg.decode.max_len_ratio
+            self.model.network,
+            memory,
+            memory_lengths,
+            tok.sos,
+            tok.eos,
+            self.cfg.decode.max_len_ratio,
+            banned=(tok.blank, tok.pad, tok.sos),
         )
         refs = [tok.decode(t[:n]) for t, n in zip(batch.tokens.tolist(), batch.token_lengths.tolist())]
-        er = error_rates(refs, [tok.decode(h) for h in hyps])
+        er = error_rates(refs, [tok.decode(h.tokens) for h in hyps])
         self._val_counts.append(
             torch.tensor(
                 [er.substitutions + er.deletions + er.insertions, er.ref_words, er.char_errors, er.ref_chars],
@@ -343,10 +349,10 @@ class ASRModule(L.LightningModule):
         )
         tok = self.model.tokenizer
         feats, feat_lengths = self.model.features(batch.wavs, batch.wav_lengths)
-        memory, memory_lengths = self.model.network.encoder(feats, feat_lengths)
+        memory, memory_lengths = self.model.network.encode(feats, feat_lengths)
         ys_in, _ = teacher_forcing_targets(batch.tokens, batch.token_lengths, tok.sos, tok.eos, tok.pad)
-        layers = list(range(len(self.model.network.decoder.layers)))
-        _, attn = self.model.network.decoder(
+        layers = list(range(self.cfg.model.n_decoder_layers))
+        _, attn = self.model.network.decode(
             ys_in, memory, memory_lengths, batch.token_lengths + 1, weight_layers=layers
         )
         rows, cols = len(items), len(layers)
@@ -588,7 +594,8 @@ def _dev_wer(recognizer: Recognizer, utts: list[Utterance]) -> float:
             refs.append(u.text)
         except Exception:  # reported when the dev set was loaded for validation
             continue
-    return error_rates(refs, recognizer.recognize_waveforms(wavs, beam_size=1)).wer
+    found = recognizer.transcribe(wavs, decoder="greedy", sample_rate=sr, cut_at_pauses=False)
+    return error_rates(refs, [t.text for t in found]).wer
 
 
 def _load_weights(recognizer: Recognizer, state: dict[str, Tensor]) -> None:

@@ -4,8 +4,9 @@
     render(transcript, fmt, path) -> str    fmt: txt | json | srt | vtt
 
 Times are seconds from the start of the recording. A segment's score is its hypothesis log-probability (<eos>
-included) under the decoder's scoring: attention alone for greedy decoding, joint CTC/attention for beam search
-with a CTC weight.
+included) under the decoder's own scoring (asr.decoding.options.DecodingOptions): attention alone for greedy
+decoding, the weighted attention + CTC prefix + LM sum for beam search, the best path for CTC, the NAT head for the
+parallel decoders.
 """
 
 from __future__ import annotations
@@ -22,6 +23,9 @@ class TimedText:
     end: float
     text: str
     score: float  # log-probability of the hypothesis
+    token_times: list[tuple[float, float]] | None = (
+        None  # (start, end) seconds of each token, where the decoder has them
+    )
 
 
 @dataclass

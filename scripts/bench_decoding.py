@@ -22,15 +22,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from asr.audio import load_audio  # noqa: E402
 from asr.data.manifest import read_manifest  # noqa: E402
-from asr.decoding import beam_search  # noqa: E402
+from asr.decoding import decode  # noqa: E402
 from asr.decoding.ctc import CTCPrefixScorer  # noqa: E402
 from asr.decoding.search import max_output_lengths  # noqa: E402
 from asr.metrics import error_rates  # noqa: E402
-from asr.recognizer import load_model, pad_waveforms  # noqa: E402
+from asr.recognizer import load_model  # noqa: E402
 
 
 @torch.no_grad()
-def reference_beam_search(decoder, memory, length, ctc_logp, sos, eos, blank, banned, k, ctc_weight, lp, ratio):
+def reference_beam_search(network, memory, length, ctc_logp, sos, eos, blank, banned, k, ctc_weight, lp, ratio):
     """One utterance; no KV cache (the full prefix is re-decoded every step); hypotheses one by one."""
     max_len = int(max_output_lengths(length.view(1), ratio))
     mem = memory[None, : int(length)]
@@ -41,7 +41,7 @@ def reference_beam_search(decoder, memory, length, ctc_logp, sos, eos, blank, ba
     for t in range(max_len):
         cands = []  # (score, beam index, token, ctc state of the extension)
         for b, (seq, score, state) in enumerate(beams):
-            logits, _ = decoder(torch.tensor([seq]), mem, lengths)  # the whole prefix, every step
+            logits, _ = network.decode(torch.tensor([seq]), mem, lengths)  # the whole prefix, every step
             logp = logits[0, -1].float().log_softmax(-1)
             logp[list(banned)] = float("-inf")
             if max_len <= t + 1:
@@ -58,9 +58,7 @@ def reference_beam_search(decoder, memory, length, ctc_logp, sos, eos, blank, ba
                     continue
                 delta = float(psi[0, j] - state.score[0]) if torch.isfinite(state.score[0]) else float("-inf")
                 joint = (1 - ctc_weight) * float(att[j]) + ctc_weight * delta
-                new_state = CTCPrefixScorer.advance(
-                    state, r, psi, torch.tensor([0]), torch.tensor([j]), cand[j : j + 1]
-                )
+                new_state = CTCPrefixScorer.advance(r, psi, torch.tensor([0]), torch.tensor([j]), cand[j : j + 1])
                 cands.append((score + joint, b, int(cand[j]), new_state))
         cands.sort(key=lambda c: -c[0])
         top = cands[: 2 * k]
@@ -89,78 +87,62 @@ def main(argv: list[str] | None = None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     rec = load_model(args.model)
-    tok, dec = rec.tokenizer, rec.cfg.decode
-    ctc_weight = rec.decode_ctc_weight if args.ctc_weight is None else args.ctc_weight
+    tok = rec.tokenizer
+    beam = rec.options(beam_size=args.beam_size, ctc_weight=args.ctc_weight)
+    greedy = rec.options(decoder="greedy")
     utts = read_manifest(args.manifest)
     if args.limit:
         utts = utts[: args.limit]
-    wavs = [load_audio(u.audio_filepath, rec.cfg.features.sample_rate) for u in utts]
-    audio_s = sum(w.numel() for w in wavs) / rec.cfg.features.sample_rate
+    sr = rec.cfg.features.sample_rate
+    wavs = [load_audio(u.audio_filepath, sr) for u in utts]
+    audio_s = sum(w.numel() for w in wavs) / sr
     refs = [u.text for u in utts]
     print(
-        f"{len(utts)} utterances, {audio_s:.0f} s of audio, beam {args.beam_size}, CTC weight {ctc_weight:g}, "
+        f"{len(utts)} utterances, {audio_s:.0f} s of audio, beam {beam.beam_size}, CTC weight {beam.ctc_weight:g}, "
         f"threads {torch.get_num_threads()}"
     )
 
     # The toolkit's decoders, end to end from waveforms (features + encoder included), batched.
-    results = {}
-    for name, beam in (("greedy", 1), (f"beam {args.beam_size}", args.beam_size)):
-        rec.recognize_waveforms(wavs[:8], beam_size=beam)  # warm-up
+    for name, options in (("greedy", greedy), (f"beam {args.beam_size}", beam)):
+        rec.transcribe(wavs[:8], options, sample_rate=sr, cut_at_pauses=False)  # warm-up
         start = time.perf_counter()
-        hyps = rec.recognize_waveforms(wavs, beam_size=beam, ctc_weight=ctc_weight)
+        hyps = [t.text for t in rec.transcribe(wavs, options, sample_rate=sr, cut_at_pauses=False)]
         elapsed = time.perf_counter() - start
-        results[name] = hyps
         print(f"{name:>10}: RTF {elapsed / audio_s:.4f}  WER {error_rates(refs, hyps).wer:.2f}%")
 
-    # Reference vs batched+cached beam search on the same encoder outputs (decoder time only).
+    # Reference vs batched+cached beam search on the same encoder outputs (search time only).
     n_ref = len(utts) if args.reference_limit == 0 else min(args.reference_limit, len(utts))
     sub = sorted(wavs[:n_ref], key=lambda w: w.numel())  # batches of similar length, as the toolkit decodes
-    sub_audio = sum(w.numel() for w in sub) / rec.cfg.features.sample_rate
+    sub_audio = sum(w.numel() for w in sub) / sr
     banned = (tok.blank, tok.pad, tok.sos)
+    batch_size = rec.cfg.decode.batch_size
     fast_s = slow_s = 0.0
     same = 0
-    for b in range(0, n_ref, dec.batch_size):
-        with torch.no_grad():
-            padded, lengths = pad_waveforms(sub[b : b + dec.batch_size])
-            feats, feat_lengths = rec.features(padded, lengths)
-            memory, memory_lengths = rec.network.encoder(feats, feat_lengths)
-            ctc_logp = rec.network.ctc(memory).log_softmax(-1)
+    for b in range(0, n_ref, batch_size):
+        encoded = rec.encode(sub[b : b + batch_size])
         start = time.perf_counter()
-        fast = beam_search(
-            rec.network.decoder,
-            memory,
-            memory_lengths,
-            tok.sos,
-            tok.eos,
-            args.beam_size,
-            dec.length_penalty,
-            dec.max_len_ratio,
-            ctc_log_probs=ctc_logp if ctc_weight > 0 else None,
-            ctc_weight=ctc_weight,
-            blank=tok.blank,
-            banned=banned,
-        )
+        fast = decode(rec.network, encoded, beam, tok)
         fast_s += time.perf_counter() - start
         start = time.perf_counter()
         slow = [
             reference_beam_search(
-                rec.network.decoder,
-                memory[i],
-                memory_lengths[i],
-                ctc_logp[i],
+                rec.network,
+                encoded.memory[i],
+                encoded.lengths[i],
+                None if encoded.ctc_log_probs is None else encoded.ctc_log_probs[i],
                 tok.sos,
                 tok.eos,
                 tok.blank,
                 banned,
-                args.beam_size,
-                ctc_weight,
-                dec.length_penalty,
-                dec.max_len_ratio,
+                beam.beam_size,
+                beam.ctc_weight,
+                beam.length_penalty,
+                beam.max_len_ratio,
             )
-            for i in range(memory.size(0))
+            for i in range(encoded.batch)
         ]
         slow_s += time.perf_counter() - start
-        same += sum(f[0].tokens == s for f, s in zip(fast, slow))
+        same += sum(f.tokens == s for f, s in zip(fast, slow))
     print(
         f"search only, {n_ref} utterances ({sub_audio:.0f} s): batched+cached RTF {fast_s / sub_audio:.4f}, "
         f"reference RTF {slow_s / sub_audio:.4f}, speed-up {slow_s / fast_s:.1f}x, "

@@ -5,11 +5,11 @@ import json
 import numpy as np
 import pytest
 
-import asr.benchmark
+import asr.benchmark.run
 from asr.benchmark import aligned_pair, score_system, short_labels
 from asr.cli import main
 from asr.data.manifest import Utterance, read_manifest, write_manifest
-from asr.decoding.setups import parse_decoder, parse_decoders
+from asr.decoding.options import parse_decoder, parse_decoders
 from asr.stats import bootstrap_interval, paired_bootstrap
 
 
@@ -52,7 +52,7 @@ def test_paired_bootstrap_finds_the_better_system_and_ties_identical_ones():
 def test_decoder_setups_parse_to_canonical_names_and_reject_unknowns():
     setups = parse_decoders(["greedy,beam10:length_penalty=0.8,ctc_weight=0.5,ctc", "beam4"])
     assert [s.canonical for s in setups] == ["greedy", "beam10:ctc_weight=0.5,length_penalty=0.8", "ctc", "beam4"]
-    assert setups[1].all_params() == {"beam_size": 10, "ctc_weight": 0.5, "length_penalty": 0.8}
+    assert setups[1].options() == {"beam_size": 10, "ctc_weight": 0.5, "length_penalty": 0.8}
     assert len(parse_decoders(["beam3,beam3"])) == 1
     with pytest.raises(ValueError, match="beem5"):
         parse_decoders(["beem5"])
@@ -64,7 +64,7 @@ def test_decoder_setups_parse_to_canonical_names_and_reject_unknowns():
         parse_decoders(["greedy:lm_weight=0.3"])
     vtln = parse_decoder("beam5:vtln_warps=0.92/1/1.08")  # list values are written with slashes
     assert vtln.canonical == "beam5:vtln_warps=0.92/1.0/1.08"
-    assert vtln.all_params() == {"beam_size": 5, "vtln_warps": (0.92, 1.0, 1.08)}
+    assert vtln.options() == {"beam_size": 5, "vtln_warps": (0.92, 1.0, 1.08)}
     with pytest.raises(ValueError, match="list of numbers"):
         parse_decoder("greedy:vtln_warps=0.9/high")
 
@@ -119,13 +119,13 @@ def test_benchmark_writes_reports_and_reruns_only_what_is_new(
 ):
     out = tmp_path / "bench"
     calls = []
-    real = asr.benchmark.decode_set
+    real = asr.benchmark.run.decode_set
 
-    def counting(rec, setup, *a):
-        calls.append(setup.canonical)
-        return real(rec, setup, *a)
+    def counting(rec, options, *a):
+        calls.append(options)
+        return real(rec, options, *a)
 
-    monkeypatch.setattr(asr.benchmark, "decode_set", counting)
+    monkeypatch.setattr(asr.benchmark.run, "decode_set", counting)
     args = [
         "benchmark",
         "--sets",
@@ -145,7 +145,9 @@ def test_benchmark_writes_reports_and_reruns_only_what_is_new(
     assert main([*args, "--models", str(tone_model)]) == 0
     printed = capsys.readouterr().out
     assert "| model | set | decoder |" in printed and "95% CI" in printed and "by speaker" in printed
-    assert sorted(calls) == ["beam3:length_penalty=0.5", "ctc", "greedy"]
+    assert sorted(o.decoder for o in calls) == ["beam", "ctc", "greedy"]
+    beam = next(o for o in calls if o.decoder == "beam")  # the setup on top of the model's decode config
+    assert (beam.beam_size, beam.length_penalty, beam.ctc_weight, beam.lm_weight) == (3, 0.5, 0.3, 0.0)
     for name in ("results.md", "results.csv", "results.json", "wer_vs_rtf.png"):
         assert (out / name).stat().st_size > 0
     assert (out / "wer_vs_rtf.png").read_bytes()[:4] == b"\x89PNG"
@@ -251,22 +253,21 @@ def test_lm_weight_is_passed_to_an_attached_lm(tone_model, tone_corpus, two_spea
     assert all(s["rates"]["sentences"] == 24 for s in systems)
     assert len(list((out / "cache").glob("*.json"))) == 2  # the LM setup has its own cache entry
 
-    # The setup sets the attached LM's weight for its own calls only.
-    import functools
-
-    from asr.decoding.setups import parse_decoder
+    # Each setup's LM weight is its own: the benchmark's hypotheses and scores are those of evaluate with the same
+    # options, with and without the LM.
+    from asr.benchmark.run import evaluate
     from asr.lm import load_lm
-    from asr.recognizer import pad_waveforms
 
-    rec = load_model(tone_model).attach_lm(load_lm(lm_path), 0.0)
-    seen = []
-
-    @functools.wraps(rec.recognize)
-    def spy(*a, **k):
-        seen.append(rec.fusion.weight)
-        return real(*a, **k)
-
-    real, rec.recognize = rec.recognize, spy
-    wavs, lengths = pad_waveforms([rec.load_input(read_manifest(two_speakers)[0].audio_filepath)])
-    assert len(parse_decoder("beam3:lm_weight=0.5").run(rec, wavs, lengths)) == 1
-    assert seen == [0.5] and rec.fusion.weight == 0.0
+    rec = load_model(tone_model).attach_lm(load_lm(lm_path))
+    for system in systems:
+        cached = next(
+            json.loads(p.read_text())["decoded"]
+            for p in (out / "cache").glob("*.json")
+            if json.loads(p.read_text())["key"]["decoder"] == system["decoder"]
+        )
+        lm_weight = 0.5 if "lm_weight" in system["decoder"] else 0.0
+        alone = evaluate(rec, two_speakers, decoder="beam3", lm_weight=lm_weight)
+        assert [u.hyp for u in alone.utterances] == cached["hyps"]
+        assert [u.score for u in alone.utterances] == pytest.approx(cached["scores"], abs=1e-4)
+    entries = [json.loads(p.read_text())["decoded"]["scores"] for p in (out / "cache").glob("*.json")]
+    assert entries[0] != entries[1]  # the LM took part in one setup's scores only

@@ -62,25 +62,37 @@ def test_evaluate_prints_rates_and_writes_hypotheses(tone_model, tone_corpus, ca
     assert (
         main(["evaluate", "--model", str(tone_model), "--manifest", str(tone_corpus["test"]), "--beam-size", "1"]) == 0
     )
-    assert (tone_model.parent / "decode" / "test_beam1.jsonl").is_file()
+    assert (tone_model.parent / "decode" / "test_beam1.jsonl").is_file()  # named by the decoding options
 
 
-def test_evaluate_breaks_errors_down_by_word_and_speaker(capsys):
-    from asr.cli import _print_error_breakdown
-
-    rows = [
-        {"ref": "one two", "hyp": "one too", "speaker": "ann", "word_errors": 1, "ref_words": 2},
-        {"ref": "two", "hyp": "too", "speaker": "bob", "word_errors": 1, "ref_words": 1},
-        {"ref": "three", "hyp": "three", "speaker": "bob", "word_errors": 0, "ref_words": 1},
+def test_evaluate_breaks_errors_down_by_word_and_speaker(tone_model, tone_corpus, capsys, tmp_path):
+    utts = read_manifest(tone_corpus["test"])[:3]
+    entries = [  # two wrong references, so that there are errors to break down
+        {"audio_filepath": utts[0].audio_filepath, "duration": utts[0].duration, "text": "zz", "speaker": "ann"},
+        {"audio_filepath": utts[1].audio_filepath, "duration": utts[1].duration, "text": "zz", "speaker": "bob"},
+        {
+            "audio_filepath": utts[2].audio_filepath,
+            "duration": utts[2].duration,
+            "text": utts[2].text,
+            "speaker": "bob",
+        },
     ]
-    _print_error_breakdown(rows)
+    manifest = tmp_path / "wrong.jsonl"
+    manifest.write_text("".join(json.dumps(e) + "\n" for e in entries))
+    out = tmp_path / "hyps.jsonl"
+    args = ["evaluate", "--model", str(tone_model), "--manifest", str(manifest), "--decoder", "greedy"]
+    assert main([*args, "--out", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert "most frequent errors: two -> too (2)" in printed
-    assert "WER by speaker: ann 50.00% of 2, bob 50.00% of 2" in printed
-    _print_error_breakdown(
-        [{"ref": "a", "hyp": "a", "word_errors": 0, "ref_words": 1}]
-    )  # no errors, one speaker: nothing to break down
-    assert capsys.readouterr().out == ""
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["speaker"] for r in rows] == ["ann", "bob", "bob"]
+    assert "most frequent errors: " in printed and "zz -> " in printed
+    ann, bob = rows[0], rows[1:]
+    bob_errors, bob_words = sum(r["word_errors"] for r in bob), sum(r["ref_words"] for r in bob)
+    expected = (
+        f"WER by speaker: ann {100 * ann['word_errors'] / ann['ref_words']:.2f}% of {ann['ref_words']}, "
+        f"bob {100 * bob_errors / bob_words:.2f}% of {bob_words}"
+    )
+    assert expected in printed
 
 
 def test_bad_inputs_give_clear_errors(tone_model, tmp_path, capsys):

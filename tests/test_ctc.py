@@ -7,6 +7,7 @@ import torch
 
 from asr.decoding import beam_search, ctc_greedy
 from asr.decoding.ctc import CTCPrefixScorer
+from asr.model.transformer import DecoderCache
 
 BLANK, EOS = 0, 3
 
@@ -48,7 +49,7 @@ def test_prefix_scores_match_brute_force():
         assert math.isclose(float(psi[row, 1]), brute_force(logp[row], n, (5,), exact=False), rel_tol=1e-4)
     # Extend both rows with token 4, then score 4 again (a repeat needs a blank between), 5, and <eos>.
     rows, cols = torch.tensor([0, 1]), torch.tensor([0, 0])
-    state = CTCPrefixScorer.advance(state, r, psi, rows, cols, torch.tensor([4, 4]))
+    state = CTCPrefixScorer.advance(r, psi, rows, cols, torch.tensor([4, 4]))
     psi2, _ = scorer.score(state, cand)
     for row in range(2):
         n = int(lengths[row])
@@ -61,21 +62,25 @@ def test_ctc_greedy_collapses_and_respects_lengths():
     logp = torch.full((1, 7, 5), -10.0)
     for t, tok in enumerate([0, 4, 4, 0, 4, 2, 2]):
         logp[0, t, tok] = 0.0
-    assert ctc_greedy(logp, torch.tensor([7]), BLANK) == [[4, 4, 2]]
-    assert ctc_greedy(logp, torch.tensor([3]), BLANK) == [[4]]
+    (path,) = ctc_greedy(logp, torch.tensor([7]), BLANK)
+    assert path.tokens == [4, 4, 2]
+    assert path.spans == [(1, 3), (4, 5), (5, 7)]  # frames [start, end) of each token
+    assert path.score == 0.0  # the best path's log-probability
+    assert ctc_greedy(logp, torch.tensor([3]), BLANK)[0].tokens == [4]
 
 
 def test_joint_decoding_follows_ctc_when_attention_is_unsure():
     """An attention decoder that is indifferent between tokens: joint decoding must output what CTC hears."""
 
-    class Indifferent(torch.nn.Module):
-        layers = []
+    class Indifferent:
+        def new_cache(self):
+            return DecoderCache()
 
-        def forward(self, last, memory, lengths, kv_cache=None, offset=0, weight_layers=()):
-            logp = torch.full((last.size(0), 1, 6), math.log(1 / 3))
-            logp[:, :, :3] = -30.0  # blank, pad, sos never
-            logp[:, :, EOS] = math.log(1 / 3)
-            return logp, []
+        def step(self, last, memory, lengths, cache):
+            logp = torch.full((last.size(0), 6), math.log(1 / 3))
+            logp[:, :3] = -30.0  # blank, pad, sos never
+            logp[:, EOS] = math.log(1 / 3)
+            return logp
 
     frames = 12
     ctc = torch.full((1, frames, 6), -12.0)

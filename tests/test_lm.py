@@ -11,6 +11,7 @@ from asr.cli import main
 from asr.config import Config
 from asr.decoding import beam_search
 from asr.lm import LMConfig, LMTrainConfig, TransformerLM, load_lm, perplexity, save_lm, sentence_ids, train_lm
+from asr.model.transformer import DecoderCache
 from asr.recognizer import Recognizer, load_model
 from asr.text import CharTokenizer
 
@@ -88,7 +89,7 @@ def test_save_load_round_trip_and_vocabulary_mismatch(toy_lm, tmp_path):
     cfg.model.d_model, cfg.model.d_ff, cfg.model.n_encoder_layers, cfg.model.n_decoder_layers = 32, 64, 1, 1
     rec = Recognizer(cfg, other)
     with pytest.raises(ValueError, match="does not match"):
-        rec.attach_lm(again, 0.3)
+        rec.attach_lm(again)
     with pytest.raises(ValueError, match="not a .* LM file"):
         torch.save({"format": "something else"}, tmp_path / "x.pt")
         load_lm(tmp_path / "x.pt")
@@ -99,29 +100,32 @@ def test_save_load_round_trip_and_vocabulary_mismatch(toy_lm, tmp_path):
 SOS, EOS = 2, 3  # vocab 0..5: 0 blank, 1 pad, 2 sos, 3 eos, 4 "x", 5 "y"
 
 
-class Indifferent(torch.nn.Module):
+class Indifferent:
     """An attention decoder with no opinion: <eos>, x and y each 1/3 at every step."""
 
-    layers = []
+    def new_cache(self):
+        return DecoderCache()
 
-    def forward(self, last, memory, lengths, kv_cache=None, offset=0, weight_layers=()):
-        logp = torch.full((last.size(0), 1, 6), -30.0)
-        logp[:, :, 3:] = math.log(1 / 3)
-        return logp, []
+    def step(self, last, memory, lengths, cache):
+        logp = torch.full((last.size(0), 6), -30.0)
+        logp[:, 3:] = math.log(1 / 3)
+        return logp
 
 
-class Tie(torch.nn.Module):
+class Tie:
     """Attention ties between x and y at the first step, then is sure of <eos>."""
 
-    layers = []
+    def new_cache(self):
+        return DecoderCache()
 
-    def forward(self, last, memory, lengths, kv_cache=None, offset=0, weight_layers=()):
-        logp = torch.full((last.size(0), 1, 6), -20.0)
-        if offset == 0:
-            logp[:, 0, 4:] = math.log(0.5)
+    def step(self, last, memory, lengths, cache):
+        logp = torch.full((last.size(0), 6), -20.0)
+        if cache.offset == 0:
+            logp[:, 4:] = math.log(0.5)
         else:
-            logp[:, 0, EOS] = 0.0
-        return logp, []
+            logp[:, EOS] = 0.0
+        cache.offset += 1
+        return logp
 
 
 @dataclass
@@ -238,11 +242,17 @@ def test_train_lm_cli_then_evaluate_and_transcribe_with_it(tone_model, tone_corp
 
     # Attached with weight 0, the recogniser decodes exactly as without; the LM never enters the model's weights.
     rec = load_model(tone_model)
-    wavs = [rec.load_input(str(tone_corpus["test"].parent / "wavs" / f"test_{i:04d}.wav")) for i in range(6)]
-    plain = [rec.recognize_waveforms(wavs, beam_size=b, with_scores=True) for b in (1, 3)]
+    wavs = [tone_corpus["test"].parent / "wavs" / f"test_{i:04d}.wav" for i in range(6)]
+
+    def decoded(**kw):
+        return [(t.text, [s.score for s in t.segments]) for t in rec.transcribe(wavs, cut_at_pauses=False, **kw)]
+
+    plain = [decoded(decoder="beam", beam_size=b) for b in (1, 3)]
     keys = set(rec.state_dict())
-    rec.attach_lm(load_lm(lm_path), 0.0)  # same vocabulary as the ASR model
-    assert [rec.recognize_waveforms(wavs, beam_size=b, with_scores=True) for b in (1, 3)] == plain
+    rec.attach_lm(load_lm(lm_path))  # same vocabulary as the ASR model
+    assert [decoded(decoder="beam", beam_size=b, lm_weight=0.0) for b in (1, 3)] == plain
+    fused = decoded(decoder="beam", beam_size=3, lm_weight=0.3)
+    assert [s for _, s in fused] != [s for _, s in plain[1]]  # the LM now takes part in the scores
     assert set(rec.state_dict()) == keys
 
     hyps = tmp_path / "hyps.jsonl"
@@ -267,7 +277,7 @@ def test_train_lm_cli_then_evaluate_and_transcribe_with_it(tone_model, tone_corp
         == 0
     )
     out = capsys.readouterr().out
-    assert "WER" in out and "LM" in out and "weight 0.3" in out and hyps.is_file()
+    assert "WER" in out and f"LM: {lm_path}" in out and "weight 0.3" in out and hyps.is_file()
 
     wav = str(tone_corpus["test"].parent / "wavs" / "test_0000.wav")
     assert main(["transcribe", "--model", str(tone_model), "--lm", str(lm_path), "--lm-weight", "0.3", wav]) == 0
@@ -297,4 +307,4 @@ def test_train_lm_cli_then_evaluate_and_transcribe_with_it(tone_model, tone_corp
         main(["evaluate", "--model", str(tone_model), "--manifest", str(tone_corpus["test"]), "--lm-weight", "0.3"])
         == 2
     )
-    assert "--lm-weight needs --lm" in capsys.readouterr().err
+    assert "--lm-weight 0.3 needs a language model (attach one: --lm)" in capsys.readouterr().err

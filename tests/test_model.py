@@ -4,6 +4,7 @@ from asr.config import ModelConfig
 from asr.decoding import beam_search, greedy_search
 from asr.model import SpeechTransformer, ctc_loss, guided_attention_loss
 from asr.model.losses import guided_attention_penalty
+from asr.model.transformer import DecoderCache
 
 
 def _model(**kw):
@@ -54,24 +55,36 @@ def test_padding_does_not_change_outputs():
 def test_incremental_decoding_matches_full_pass():
     m = _model()
     feats, lengths, tokens, token_lengths = _inputs()
-    memory, memory_lengths = m.encoder(feats, lengths)
-    full, _ = m.decoder(tokens, memory, memory_lengths)
-    cache: dict = {}
-    steps = [m.decoder(tokens[:, t : t + 1], memory, memory_lengths, kv_cache=cache, offset=t)[0] for t in range(6)]
-    assert torch.allclose(torch.cat(steps, 1), full, atol=1e-5)
+    memory, memory_lengths = m.encode(feats, lengths)
+    full, _ = m.decode(tokens, memory, memory_lengths)
+    cache = m.new_cache()
+    steps = [m.step(tokens[:, t], memory, memory_lengths, cache) for t in range(6)]
+    assert cache.offset == 6
+    assert torch.allclose(torch.stack(steps, 1), full.log_softmax(-1), atol=1e-5)
+    # Reordering rows moves only the self-attention entries; the rest of the cache follows the rows.
+    cache = m.new_cache()
+    m.step(tokens[:, 0], memory, memory_lengths, cache)
+    cache.reorder(torch.tensor([2, 2, 2]))  # as beam search does within one utterance's beams
+    for module, (k, _) in cache.kv.items():
+        if module in cache.cross:
+            assert not torch.equal(k[0], k[2])
+        else:
+            assert torch.equal(k[0], k[2])
 
 
 def test_beam_one_equals_greedy_and_beams_are_ordered():
     m = _model()
     feats, lengths, _, _ = _inputs()
-    memory, memory_lengths = m.encoder(feats, lengths)
-    greedy = greedy_search(m.decoder, memory, memory_lengths, sos=2, eos=3, max_len_ratio=0.5)
-    beam1 = beam_search(m.decoder, memory, memory_lengths, sos=2, eos=3, beam_size=1, max_len_ratio=0.5)
-    assert [h[0].tokens for h in beam1] == greedy
-    nbest = beam_search(m.decoder, memory, memory_lengths, sos=2, eos=3, beam_size=4, max_len_ratio=0.5, nbest=3)
+    memory, memory_lengths = m.encode(feats, lengths)
+    greedy = greedy_search(m, memory, memory_lengths, sos=2, eos=3, max_len_ratio=0.5)
+    beam1 = beam_search(m, memory, memory_lengths, sos=2, eos=3, beam_size=1, max_len_ratio=0.5)
+    assert [h[0].tokens for h in beam1] == [h.tokens for h in greedy]
+    for b, g in zip(beam1, greedy):  # both report the same log-probability for the same hypothesis
+        assert abs(b[0].score - g.score) < 1e-4
+    nbest = beam_search(m, memory, memory_lengths, sos=2, eos=3, beam_size=4, max_len_ratio=0.5, nbest=3)
     for hyps, n in zip(nbest, memory_lengths.tolist()):
         assert 1 <= len(hyps) <= 3
-        scores = [h.norm_score for h in hyps]
+        scores = [h.score / (len(h.tokens) + 1) for h in hyps]  # ranked by length-normalised score
         assert scores == sorted(scores, reverse=True)
         assert all(len(h.tokens) < max(2, int(0.5 * n)) for h in hyps)  # the length limit holds
         assert all(3 not in h.tokens for h in hyps)
@@ -81,28 +94,28 @@ def test_beam_search_finds_the_best_sequence_of_a_known_model():
     """A decoder whose next-token distribution we control: greedy takes a tempting first token that leads to a
     poor continuation; the beam must find the sequence with the higher total probability."""
 
-    class Scripted(torch.nn.Module):
+    class Scripted:
         # vocab: 0..3 specials (2 = sos, 3 = eos), 4 = "x", 5 = "y"
-        layers = []
+        def new_cache(self):
+            return DecoderCache()
 
-        def forward(self, last, memory, lengths, kv_cache=None, offset=0, weight_layers=()):
-            n = last.size(0)
-            logp = torch.full((n, 1, 6), -20.0)
-            for i, tok in enumerate(last[:, 0].tolist()):
+        def step(self, last, memory, lengths, cache):
+            n, offset = last.size(0), cache.offset
+            cache.offset += 1
+            logp = torch.full((n, 6), -20.0)
+            for i, tok in enumerate(last.tolist()):
                 if offset == 0:
-                    logp[i, 0, 4], logp[i, 0, 5] = torch.log(torch.tensor(0.6)), torch.log(torch.tensor(0.4))
+                    logp[i, 4], logp[i, 5] = torch.log(torch.tensor(0.6)), torch.log(torch.tensor(0.4))
                 elif tok == 4:  # after "x": uncertain
-                    logp[i, 0, 3], logp[i, 0, 4], logp[i, 0, 5] = (
-                        torch.log(torch.tensor(v)) for v in (0.34, 0.33, 0.33)
-                    )
+                    logp[i, 3], logp[i, 4], logp[i, 5] = (torch.log(torch.tensor(v)) for v in (0.34, 0.33, 0.33))
                 elif tok == 5 and offset == 1:  # after "y": certain end
-                    logp[i, 0, 3] = 0.0
+                    logp[i, 3] = 0.0
                 else:
-                    logp[i, 0, 3] = 0.0
-            return logp, []
+                    logp[i, 3] = 0.0
+            return logp
 
     memory, lengths = torch.zeros(1, 20, 4), torch.tensor([20])
-    assert greedy_search(Scripted(), memory, lengths, sos=2, eos=3) == [[4]]
+    assert [h.tokens for h in greedy_search(Scripted(), memory, lengths, sos=2, eos=3)] == [[4]]
     best = beam_search(Scripted(), memory, lengths, sos=2, eos=3, beam_size=2, length_penalty=0.0)[0][0]
     assert best.tokens == [5] and abs(best.score - float(torch.log(torch.tensor(0.4)))) < 1e-4
 
@@ -110,8 +123,10 @@ def test_beam_search_finds_the_best_sequence_of_a_known_model():
 def test_losses():
     m = _model()
     feats, lengths, tokens, token_lengths = _inputs()
-    memory, memory_lengths = m.encoder(feats, lengths)
-    loss = ctc_loss(m.ctc(memory), memory_lengths, tokens, token_lengths, blank=0)
+    memory, memory_lengths = m.encode(feats, lengths)
+    log_probs = m.ctc_log_probs(memory)
+    assert torch.allclose(log_probs.exp().sum(-1), torch.ones(log_probs.shape[:2]), atol=1e-5)
+    loss = ctc_loss(log_probs, memory_lengths, tokens, token_lengths, blank=0)
     assert torch.isfinite(loss) and loss > 0
     # Guided attention: a diagonal alignment costs ~nothing, an anti-diagonal one a lot; padding is ignored.
     n, t = 5, 20

@@ -4,10 +4,10 @@ import pytest
 import torch
 from conftest import TINY_OVERRIDES
 
+from asr.benchmark.run import evaluate
 from asr.cli import main
 from asr.config import load_config
 from asr.decoding.nat import mask_ctc, nat_length, nat_max
-from asr.evaluation import evaluate
 from asr.model.nat import placeholder_rows
 from asr.recognizer import load_model
 
@@ -38,8 +38,7 @@ def tone_nat_model(tone_corpus, tmp_path_factory):
 @pytest.mark.parametrize("decoder", ["nat-length", "nat-length:length_from=ctc", "nat-max", "mask-ctc"])
 def test_nat_decoders_learn_the_tone_task(tone_nat_model, tone_corpus, decoder):
     rec = load_model(tone_nat_model)
-    rec.cfg.decode.decoder = decoder
-    result = evaluate(rec, tone_corpus["test"])
+    result = evaluate(rec, tone_corpus["test"], decoder=decoder)
     assert result.rates.wer < 10.0, f"{decoder}: {result.rates.summary()}"
 
 
@@ -57,21 +56,25 @@ def test_nat_decoders_from_the_cli_and_their_limits(tone_nat_model, tone_model, 
         from asr.recognizer import pad_waveforms
 
         wavs, lengths = pad_waveforms([load_audio(u.audio_filepath) for u in read_manifest(tone_corpus["test"])[:4]])
-        memory, memory_lengths = rec.network.encoder(*rec.features(wavs, lengths))
-        tok = rec.tokenizer
+        memory, memory_lengths = rec.network.encode(*rec.features(wavs, lengths))
+        ctc_log_probs = rec.network.ctc_log_probs(memory)
+        tok, net = rec.tokenizer, rec.network
         for out in (
-            nat_length(rec.network, memory, memory_lengths, tok),
-            nat_max(rec.network, memory, memory_lengths, tok),
-            mask_ctc(rec.network, memory, memory_lengths, tok, iterations=2),
+            nat_length(net, memory, memory_lengths, tok),
+            nat_length(net, memory, memory_lengths, tok, length_from="ctc", ctc_log_probs=ctc_log_probs),
+            nat_max(net, memory, memory_lengths, tok),
+            mask_ctc(net, memory, memory_lengths, ctc_log_probs, tok, iterations=2),
         ):
             assert len(out) == 4
-            for ids, score in out:
-                assert all(i not in (tok.blank, tok.pad, tok.sos, tok.eos) for i in ids) and score <= 0
-        # threshold 0: nothing is hidden, so Mask-CTC returns the CTC best path itself
+            for h in out:
+                assert all(i not in (tok.blank, tok.pad, tok.sos, tok.eos) for i in h.tokens) and h.score <= 0
+        # threshold 0: nothing is hidden, so Mask-CTC returns the CTC best path itself, with its frames
         from asr.decoding.ctc import ctc_greedy
 
-        ctc = ctc_greedy(rec.network.ctc(memory).log_softmax(-1), memory_lengths, tok.blank)
-        assert [ids for ids, _ in mask_ctc(rec.network, memory, memory_lengths, tok, threshold=0.0)] == ctc
+        paths = ctc_greedy(ctc_log_probs, memory_lengths, tok.blank)
+        masked = mask_ctc(net, memory, memory_lengths, ctc_log_probs, tok, threshold=0.0)
+        assert [h.tokens for h in masked] == [p.tokens for p in paths]
+        assert [h.token_times for h in masked] == [p.spans for p in paths]
 
     assert (
         main(
@@ -89,7 +92,7 @@ def test_nat_decoders_from_the_cli_and_their_limits(tone_nat_model, tone_model, 
         )
         == 0
     )
-    assert "mask-ctc:iterations=2" in capsys.readouterr().out
+    assert "mask-ctc, threshold 0.99, iterations 2" in capsys.readouterr().out
     assert (
         main(
             [

@@ -6,10 +6,12 @@ import re
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 
 from asr import load_model
+from asr.audio import load_audio
 from asr.cli import main
-from asr.data.manifest import read_manifest
+from asr.data.manifest import Utterance, read_manifest
 from asr.metrics import error_rates
 from asr.segment import split_on_pauses
 
@@ -113,8 +115,8 @@ def _long_recording(tone_corpus, tmp_path, n: int = 6):
 def test_long_recording_is_chunked_and_stitched(tone_model, tone_corpus, tmp_path):
     path, utts, starts = _long_recording(tone_corpus, tmp_path)
     rec = load_model(tone_model)
-    individual = rec.transcribe([u.audio_filepath for u in utts], beam_size=1)
-    [t] = rec.transcribe_segments([path], beam_size=1, max_chunk_seconds=2.0)
+    individual = [t.text for t in rec.transcribe([u.audio_filepath for u in utts], decoder="greedy")]
+    [t] = rec.transcribe([path], decoder="greedy", max_chunk_seconds=2.0)
     assert t.duration > 3 * 2.0  # well over the chunk limit
     assert error_rates([" ".join(individual)], [t.text]).wer <= 15.0
     assert error_rates([" ".join(u.text for u in utts)], [t.text]).wer <= 20.0
@@ -125,54 +127,78 @@ def test_long_recording_is_chunked_and_stitched(tone_model, tone_corpus, tmp_pat
         assert start - 0.25 <= seg.start and seg.end <= start + u.duration + 0.25
         assert np.isfinite(seg.score) and seg.score <= 0.0
     assert all(a.end <= b.start for a, b in zip(t.segments, t.segments[1:]))
-    assert rec.transcribe([str(path)], beam_size=1, max_chunk_seconds=2.0) == [t.text]  # the same through transcribe
+    # Each segment is what decoding its span alone gives (a manifest entry with offset/duration, decoded whole).
+    spans = [Utterance(str(path), s.end - s.start, "", {"offset": s.start}) for s in t.segments]
+    alone = rec.transcribe(spans, decoder="greedy", cut_at_pauses=False)
+    assert [a.text for a in alone] == [s.text for s in t.segments]
+    assert [a.segments[0].score for a in alone] == pytest.approx([s.score for s in t.segments], abs=1e-4)
 
     # Silence transcribes to nothing, through the same API.
-    [quiet] = rec.transcribe_segments([np.zeros(2 * 8000, dtype=np.int16)], sample_rate=8000)
+    [quiet] = rec.transcribe([np.zeros(2 * 8000, dtype=np.int16)], sample_rate=8000)
     assert quiet.text == "" and quiet.segments == [] and quiet.duration == pytest.approx(2.0)
 
 
-def test_scores_are_hypothesis_log_probabilities(tone_model, tone_corpus):
-    from asr.recognizer import pad_waveforms
+def _test_audio(rec, tone_corpus, n: int = 6):
+    utts = read_manifest(tone_corpus["test"])[:n]
+    return utts, [load_audio(u.audio_filepath, rec.cfg.features.sample_rate) for u in utts]
 
+
+def test_scores_are_hypothesis_log_probabilities(tone_model, tone_corpus):
     rec = load_model(tone_model)
-    utts = read_manifest(tone_corpus["test"])[:6]
-    wavs, lengths = pad_waveforms([rec.load_input(u.audio_filepath) for u in utts])
-    greedy = rec.recognize(wavs, lengths, beam_size=1, with_scores=True)
-    assert [text for text, _ in greedy] == rec.recognize(wavs, lengths, beam_size=1)  # defaults unchanged
-    beam = rec.recognize(wavs, lengths, beam_size=3, ctc_weight=0.0, with_scores=True)
-    nbest = rec.recognize(wavs, lengths, beam_size=3, ctc_weight=0.0, nbest=2)
-    assert beam == [hs[0] for hs in nbest]
-    same = [(g, b) for g, b in zip(greedy, beam) if g[0] == b[0]]
-    assert same  # where greedy and beam agree, the teacher-forced score equals the beam's attention score
-    for (_, g), (_, b) in same:
-        assert g == pytest.approx(b, abs=1e-3) and g <= 0.0
+    utts, wavs = _test_audio(rec, tone_corpus)
+    encoded = rec.encode(wavs)
+    greedy = rec.decode(encoded, rec.options(decoder="greedy"))
+    assert [h.text for h in greedy] == [h.text for h in rec.decode(encoded, rec.options(decoder="beam", beam_size=1))]
+    # The score is the decoder's log-probability of the hypothesis, <eos> included: a teacher-forced pass agrees.
+    tok = rec.tokenizer
+    for h, i in zip(greedy, range(len(wavs))):
+        ids = torch.tensor([[tok.sos, *h.tokens]])
+        with torch.no_grad():
+            logits, _ = rec.network.decode(ids, encoded.memory[i : i + 1], encoded.lengths[i : i + 1])
+        target = torch.tensor(h.tokens + [tok.eos])
+        forced = float(logits[0].log_softmax(-1).gather(1, target[:, None]).sum())
+        assert h.score == pytest.approx(forced, abs=1e-3) and h.score <= 0.0
+
+    beam = rec.decode(encoded, rec.options(decoder="beam", beam_size=3, ctc_weight=0.0))
+    nbest = rec.decode(encoded, rec.options(decoder="beam", beam_size=3, ctc_weight=0.0, nbest=2))
+    assert [(h.text, h.score) for h in beam] == [(h.text, h.score) for h in nbest]
+    assert all(len(h.alternatives) <= 1 for h in nbest)
+    for h in nbest:
+        assert all(a.score / (len(a.tokens) + 1) <= h.score / (len(h.tokens) + 1) for a in h.alternatives)
+    same = [(g, b) for g, b in zip(greedy, beam) if g.text == b.text]
+    assert same  # where greedy and beam agree, so do their scores: one scoring, whoever asked
+    for g, b in same:
+        assert g.score == pytest.approx(b.score, abs=1e-3)
+    # transcribe reports the same hypotheses and scores as encode + decode.
+    whole = rec.transcribe([u.audio_filepath for u in utts], decoder="greedy", cut_at_pauses=False)
+    assert [t.text for t in whole] == [h.text for h in greedy]  # (batched in another order: padding differs)
+    assert [t.segments[0].score for t in whole] == pytest.approx([h.score for h in greedy], abs=1e-4)
 
 
 def test_vtln_keeps_each_utterances_best_scoring_warp(tone_model, tone_corpus, tmp_path, capsys):
-    from asr.recognizer import pad_waveforms
-
     rec = load_model(tone_model)
-    utts = read_manifest(tone_corpus["test"])[:6]
-    wavs, lengths = pad_waveforms([rec.load_input(u.audio_filepath) for u in utts])
-    warps = [0.9, 1.0, 1.12]
-    plain = rec.recognize(wavs, lengths, beam_size=3, ctc_weight=0.0, with_scores=True)
-    per_warp = [rec._search(wavs, lengths, 3, 1, 0.0, True, warp=a) for a in warps]
-    assert per_warp[1] == plain  # warp 1 is no warp
-    assert per_warp[0] != per_warp[2]  # the warp reaches the features: scores move
-    rec.cfg.decode.vtln_warps = warps
-    chosen = rec.recognize(wavs, lengths, beam_size=3, ctc_weight=0.0, with_scores=True)
-    for i, (text, score) in enumerate(chosen):
-        best = max((run[i] for run in per_warp), key=lambda h: h[1])
-        assert (text, score) == best and score >= plain[i][1]
-    assert rec.recognize(wavs, lengths, beam_size=3, ctc_weight=0.0) == [t for t, _ in chosen]
-    nbest = rec.recognize(wavs, lengths, beam_size=3, ctc_weight=0.0, nbest=3)
-    for hs, top in zip(nbest, chosen):  # n-best lists merged over warps: best first, each text once
-        assert hs[0] == top and len({t for t, _ in hs}) == len(hs) <= 3
-        assert [s for _, s in hs] == sorted((s for _, s in hs), reverse=True)
-    rec.cfg.decode.vtln_warps = [0.9, 3.0]
+    utts, wavs = _test_audio(rec, tone_corpus)
+    warps = (0.9, 1.0, 1.12)
+    plain_opts = rec.options(decoder="beam", beam_size=3, ctc_weight=0.0)
+    plain = rec.decode(rec.encode(wavs), plain_opts)
+    per_warp = [rec.decode(rec.encode(wavs, warps=(a,)), rec.options(plain_opts, vtln_warps=(a,))) for a in warps]
+    assert [(h.text, h.score) for h in per_warp[1]] == [(h.text, h.score) for h in plain]  # warp 1 is no warp
+    assert [h.score for h in per_warp[0]] != [h.score for h in per_warp[2]]  # the warp reaches the features
+
+    options = rec.options(plain_opts, vtln_warps=warps)
+    chosen = rec.decode(rec.encode(wavs, warps=options.warps), options)
+    for i, h in enumerate(chosen):
+        best = max((run[i] for run in per_warp), key=lambda x: x.score)
+        assert (h.text, h.score) == (best.text, best.score) and h.score >= plain[i].score
+    nbest = rec.decode(rec.encode(wavs, warps=options.warps), rec.options(options, nbest=3))
+    for h, top in zip(nbest, chosen):  # n-best lists merged over warps: best first, each text once
+        hs = [h, *h.alternatives]
+        assert (h.text, h.score) == (top.text, top.score) and len({x.text for x in hs}) == len(hs) <= 3
+        assert [x.score for x in hs] == sorted((x.score for x in hs), reverse=True)
+    with pytest.raises(ValueError, match="encode with warps"):  # audio encoded without the warps the options ask
+        rec.decode(rec.encode(wavs), options)
     with pytest.raises(ValueError, match="vtln_warps.*3.0"):
-        rec.recognize(wavs, lengths, beam_size=3)
+        rec.options(vtln_warps=(0.9, 3.0))
 
     # The command line: --vtln-warps on evaluate names the run, and a bad list is a clear error.
     out = tmp_path / "hyps.jsonl"
@@ -194,7 +220,7 @@ def test_vtln_keeps_each_utterances_best_scoring_warp(tone_model, tone_corpus, t
         )
         == 0
     )
-    assert "test-time VTLN over warps 0.9, 1, 1.12" in capsys.readouterr().out
+    assert "vtln_warps 0.9/1.0/1.12" in capsys.readouterr().out
     assert len(out.read_text().splitlines()) == len(read_manifest(tone_corpus["test"]))
     assert (
         main(["evaluate", "--model", str(tone_model), "--manifest", str(tone_corpus["test"]), "--vtln-warps", "0.9,x"])

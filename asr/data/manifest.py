@@ -33,7 +33,10 @@ class Utterance:
         return str(self.extra.get("id") or Path(self.audio_filepath).stem)
 
 
-def read_manifest(path: str | Path) -> list[Utterance]:
+def read_manifest(path: str | Path, for_transcription: bool = False) -> list[Utterance]:
+    """Every line of a JSONL manifest -> Utterance. `for_transcription`: only `audio_filepath` is required (there
+    is no text yet; `duration` only with an `offset`, as a Kaldi segment has); missing text is "", a missing
+    duration 0.0 (the whole file)."""
     path = Path(path)
     if not path.is_file():
         raise ManifestError(f"{path}: manifest not found")
@@ -50,16 +53,22 @@ def read_manifest(path: str | Path) -> list[Utterance]:
                 raise ManifestError(f"{where}: invalid JSON ({e.msg})") from None
             if not isinstance(item, dict):
                 raise ManifestError(f"{where}: expected a JSON object, got {type(item).__name__}")
-            missing = [k for k in REQUIRED if k not in item]
+            required = REQUIRED if not for_transcription else ("audio_filepath",) + ("duration",) * ("offset" in item)
+            missing = [k for k in required if k not in item]
             if missing:
                 raise ManifestError(f"{where}: missing field(s) {', '.join(missing)}")
-            audio, duration, text = item["audio_filepath"], item["duration"], item["text"]
+            audio, duration, text = item["audio_filepath"], item.get("duration", 0.0), item.get("text", "")
             if not isinstance(audio, str) or not audio:
                 raise ManifestError(f"{where}: audio_filepath must be a non-empty string")
-            if isinstance(duration, bool) or not isinstance(duration, (int, float)) or not duration > 0:
+            if "duration" in item and (
+                isinstance(duration, bool) or not isinstance(duration, (int, float)) or not duration > 0
+            ):
                 raise ManifestError(f"{where}: duration must be a positive number, got {duration!r}")
             if not isinstance(text, str):
                 raise ManifestError(f"{where}: text must be a string, got {type(text).__name__}")
+            offset = item.get("offset", 0.0)
+            if isinstance(offset, bool) or not isinstance(offset, (int, float)) or offset < 0:
+                raise ManifestError(f"{where}: offset must be a number >= 0, got {offset!r}")
             extra = {k: v for k, v in item.items() if k not in REQUIRED}
             utts.append(Utterance(str(base / audio), float(duration), text, extra))
     return utts

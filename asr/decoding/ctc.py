@@ -1,7 +1,8 @@
-"""CTC on the encoder output: greedy decoding, and prefix scores for joint CTC/attention beam search.
+"""CTC on the encoder output: best-path decoding, and prefix scores for joint CTC/attention beam search.
 
-    ctc_greedy(log_probs (batch, frames, vocab), lengths, blank) -> token-id lists
+    ctc_greedy(log_probs (batch, frames, vocab), lengths, blank) -> [BestPath(tokens, spans, score)] per utterance
     CTCPrefixScorer(log_probs, lengths, blank, eos): scores candidate extensions of many prefixes at once
+    CTCScorer: the prefix scorer as a beam-search scorer (asr.decoding.search.Scorer)
 
 The prefix score of a hypothesis h is log P_ctc(h ... | x): the probability that the CTC alignment paths start with h
 (Graves 2012; Watanabe et al. 2017, hybrid CTC/attention). In beam search each candidate token's attention score is
@@ -12,6 +13,7 @@ audio does, is penalised by CTC, which has to account for every frame.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
@@ -19,17 +21,30 @@ from torch import Tensor
 NEG_INF = float("-inf")
 
 
-def ctc_greedy(log_probs: Tensor, lengths: Tensor, blank: int) -> list[list[int]]:
-    """Best path: the most likely token per frame, repeats merged, blanks removed."""
-    best = log_probs.argmax(dim=-1)  # (batch, frames)
+class BestPath(NamedTuple):
+    tokens: list[int]
+    spans: list[tuple[int, int]]  # [first, last + 1) encoder frames of each token
+    score: float  # log-probability of the best path (every frame's best label)
+
+
+def ctc_greedy(log_probs: Tensor, lengths: Tensor, blank: int) -> list[BestPath]:
+    """Best path: the most likely label per frame, repeats merged, blanks removed; with each token's frames."""
+    best, label = log_probs.max(dim=-1)  # (batch, frames)
+    valid = torch.arange(log_probs.size(1), device=lengths.device)[None, :] < lengths[:, None]
+    scores = torch.where(valid, best, 0.0).sum(1).tolist()
     out = []
-    for seq, n in zip(best.tolist(), lengths.tolist()):
-        tokens, prev = [], None
-        for t in seq[:n]:
-            if t != prev and t != blank:
-                tokens.append(t)
-            prev = t
-        out.append(tokens)
+    for seq, n, score in zip(label.tolist(), lengths.tolist(), scores):
+        tokens: list[int] = []
+        spans: list[tuple[int, int]] = []
+        prev = None
+        for t, tok in enumerate(seq[:n]):
+            if tok != blank and tok == prev:
+                spans[-1] = (spans[-1][0], t + 1)
+            elif tok != blank:
+                tokens.append(tok)
+                spans.append((t, t + 1))
+            prev = tok
+        out.append(BestPath(tokens, spans, score))
     return out
 
 
@@ -113,6 +128,36 @@ class CTCPrefixScorer:
         return psi, r
 
     @staticmethod
-    def advance(state: CTCState, r: Tensor, psi: Tensor, rows: Tensor, cols: Tensor, tokens: Tensor) -> CTCState:
+    def advance(r: Tensor, psi: Tensor, rows: Tensor, cols: Tensor, tokens: Tensor) -> CTCState:
         """The state of the chosen extensions: hypothesis `rows[i]` extended by candidate column `cols[i]`."""
         return CTCState(r[:, rows, cols], psi[rows, cols], tokens)
+
+
+class CTCScorer:
+    """CTC prefix scores as a partial beam-search scorer: for each candidate token, the change in the row's prefix
+    score (log P_ctc(g + c ...) - log P_ctc(g ...)); a prefix CTC already rules out stays ruled out."""
+
+    partial = True
+
+    def __init__(self, log_probs: Tensor, lengths: Tensor, blank: int, eos: int):
+        self.prefix = CTCPrefixScorer(log_probs, lengths, blank, eos)
+
+    def init_state(self) -> CTCState:
+        return self.prefix.initial_state()
+
+    def score(self, state: CTCState, last: Tensor, candidates: Tensor | None) -> tuple[Tensor, tuple]:
+        psi, r = self.prefix.score(state, candidates)
+        # -inf - -inf would be NaN, which topk ranks first.
+        delta = torch.where(torch.isfinite(state.score)[:, None], psi - state.score[:, None], NEG_INF)
+        return delta, (psi, r, candidates)
+
+    def select(self, pending: tuple, rows: Tensor, tokens: Tensor) -> CTCState:
+        psi, r, candidates = pending
+        # The candidate column of each kept extension. A row whose score is -inf may hold a token outside the
+        # pre-beam: any column will do (argmax of no match is 0).
+        cols = (candidates[rows] == tokens[:, None]).int().argmax(dim=1)
+        return CTCPrefixScorer.advance(r, psi, rows, cols, tokens)
+
+    def keep(self, state: CTCState, rows: Tensor) -> CTCState:
+        self.prefix.select(rows)
+        return state.select(rows)

@@ -1,43 +1,81 @@
 """Autoregressive search over the decoder: greedy and batched beam search, both incremental (KV cache).
 
-    greedy_search(decoder, memory (batch, frames, d), memory_lengths, ...) -> list of token-id lists
-    beam_search(decoder, memory, memory_lengths, ...) -> list (per utterance) of n-best `Hypothesis`
+    greedy_search(network, memory (batch, frames, d), memory_lengths, sos, eos, ...) -> [Hypothesis] per utterance
+    beam_search(network, memory, memory_lengths, sos, eos, ..., ctc_log_probs, lm) -> [[Hypothesis] n-best] per utt.
+    scored_beam_search([(scorer, weight), ...], max_lengths, sos, eos, ...)       -> the loop itself
 
 Each step feeds only the newest token: the decoder's self-attention keys/values of the prefix and the cross-attention
-keys/values of the encoder output live in a cache dict, so a step costs O(prefix) instead of re-running the prefix.
-Utterances that are done leave the batch. The output ends at <eos>, or is forced to end at a maximum length tied to
-the input length (`max_len_ratio` tokens per encoder frame), which stops runaway loops.
+keys/values of the encoder output live in a `DecoderCache`, so a step costs O(prefix) instead of re-running the
+prefix. Utterances that are done leave the batch. The output ends at <eos>, or is forced to end at a maximum length
+tied to the input length (`max_len_ratio` tokens per encoder frame), which stops runaway loops.
 
-Beam search can add a token-level language model (shallow fusion): any object with `init_state(rows)`,
-`step(state, last_tokens (rows,)) -> (log_probs (rows, vocab), state)` and `state.select(rows)`, e.g.
-`asr.lm.TransformerLM`.
+Beam search adds up weighted `Scorer`s: the attention decoder (`AttentionScorer`), CTC prefix scores
+(`asr.decoding.ctc.CTCScorer`) and a token LM (`LMScorer`, shallow fusion). A scorer gives each row (hypothesis) a
+log-probability for the next tokens and keeps per-row state that the search reorders after pruning; the loop has no
+per-scorer branches. The first scorer is the primary one: banned tokens and the forced stop are applied to its
+scores, and a partial scorer (CTC, whose cost grows with the number of candidates) scores only the primary scorer's
+best 1.5 x beam tokens of each row (the pre-beam).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Protocol
+from dataclasses import dataclass, field
+from typing import Any, Protocol, Sequence
 
 import torch
 from torch import Tensor
 
-from asr.decoding.ctc import CTCPrefixScorer, CTCState
-from asr.model.transformer import Decoder
+from asr.decoding.ctc import CTCScorer
 
-
-class FusionLM(Protocol):
-    """What beam search needs of a language model for shallow fusion (rows = hypotheses)."""
-
-    def init_state(self, rows: int) -> Any: ...
-
-    def step(self, state: Any, last: Tensor) -> tuple[Tensor, Any]: ...  # (rows,) -> (rows, vocab) log-probs
+NEG_INF = float("-inf")
 
 
 @dataclass
 class Hypothesis:
+    """A decoded hypothesis of one utterance."""
+
     tokens: list[int]  # without <sos>/<eos>
-    score: float  # total log-probability, <eos> included (with an LM: the fused score)
-    norm_score: float  # score / (len + 1) ** length_penalty: what the beam ranks by
+    score: float  # log-probability under the decoder's scoring, <eos> included (-inf: nothing found)
+    text: str = ""  # filled in by the decoding layer (asr.decoding.decode)
+    token_times: list[tuple[float, float]] | None = None  # (start, end) seconds per token, where the decoder has them
+    alternatives: list["Hypothesis"] = field(default_factory=list)  # the rest of the n-best list, best first
+
+
+class DecoderNetwork(Protocol):
+    """What search needs of the network (asr.model.SpeechTransformer)."""
+
+    def new_cache(self) -> Any: ...
+
+    def step(self, last: Tensor, memory: Tensor, memory_lengths: Tensor, cache: Any) -> Tensor: ...
+
+
+class Scorer(Protocol):
+    """A source of next-token scores for beam search. Rows are hypotheses (utterances x beams, utterance-major)."""
+
+    partial: bool  # True: scores only candidate tokens (the pre-beam), not the whole vocabulary
+
+    def init_state(self) -> Any: ...
+
+    def score(self, state: Any, last: Tensor, candidates: Tensor | None) -> tuple[Tensor, Any]:
+        """Newest tokens (rows,) -> log-probabilities of the next token, (rows, vocab) or, for a partial scorer,
+        (rows, candidates) for `candidates` (rows, c); and the state of every extension (pending selection)."""
+        ...
+
+    def select(self, pending: Any, rows: Tensor, tokens: Tensor) -> Any:
+        """The state of the kept extensions: row `rows[i]` extended by `tokens[i]` (rows stay within an utterance)."""
+        ...
+
+    def keep(self, state: Any, rows: Tensor) -> Any:
+        """Only `rows` go on (utterances that are done leave the batch)."""
+        ...
+
+
+class FusionLM(Protocol):
+    """What shallow fusion needs of a language model (rows = hypotheses), e.g. `asr.lm.TransformerLM`."""
+
+    def init_state(self, rows: int) -> Any: ...  # the state has .select(rows)
+
+    def step(self, state: Any, last: Tensor) -> tuple[Tensor, Any]: ...  # (rows,) -> (rows, vocab) log-probs
 
 
 def max_output_lengths(memory_lengths: Tensor, ratio: float) -> Tensor:
@@ -45,33 +83,77 @@ def max_output_lengths(memory_lengths: Tensor, ratio: float) -> Tensor:
     return (memory_lengths.float() * ratio).long().clamp(min=2)
 
 
-def _select(cache: dict, rows: Tensor, skip: set | None = None) -> None:
-    """Keep/reorder the batch rows of every cached key/value tensor (in place)."""
-    for module, (k, v) in cache.items():
-        if skip is None or module not in skip:
-            cache[module] = (k.index_select(0, rows), v.index_select(0, rows))
+class AttentionScorer:
+    """The attention decoder as a scorer: memory (rows, frames, d) holds each row's utterance (beams repeat it)."""
+
+    partial = False
+
+    def __init__(self, network: DecoderNetwork, memory: Tensor, memory_lengths: Tensor):
+        self.network, self.memory, self.memory_lengths = network, memory, memory_lengths
+
+    def init_state(self) -> Any:
+        return self.network.new_cache()
+
+    def score(self, cache: Any, last: Tensor, candidates: Tensor | None = None) -> tuple[Tensor, Any]:
+        return self.network.step(last, self.memory, self.memory_lengths, cache), cache  # the cache grew in place
+
+    def select(self, cache: Any, rows: Tensor, tokens: Tensor) -> Any:
+        cache.reorder(rows)  # within an utterance: the cross-attention keys/values stay
+        return cache
+
+    def keep(self, cache: Any, rows: Tensor) -> Any:
+        self.memory, self.memory_lengths = self.memory[rows], self.memory_lengths[rows]
+        cache.keep(rows)
+        return cache
 
 
-def _step(decoder: Decoder, last: Tensor, memory: Tensor, lengths: Tensor, cache: dict, t: int) -> Tensor:
-    """One incremental step: last tokens (n, 1) -> log-probabilities (n, vocab)."""
-    logits, _ = decoder(last, memory, lengths, kv_cache=cache, offset=t)
-    return logits[:, -1].float().log_softmax(dim=-1)
+class LMScorer:
+    """A token LM (shallow fusion) as a scorer; its state follows the same row moves as the decoder cache."""
+
+    partial = False
+
+    def __init__(self, lm: FusionLM, rows: int):
+        self.lm, self.rows = lm, rows
+
+    def init_state(self) -> Any:
+        return self.lm.init_state(self.rows)
+
+    def score(self, state: Any, last: Tensor, candidates: Tensor | None = None) -> tuple[Tensor, Any]:
+        return self.lm.step(state, last)
+
+    def select(self, pending: Any, rows: Tensor, tokens: Tensor) -> Any:
+        return pending.select(rows)
+
+    def keep(self, state: Any, rows: Tensor) -> Any:
+        return state.select(rows)
 
 
 @torch.no_grad()
 def greedy_search(
-    decoder: Decoder, memory: Tensor, memory_lengths: Tensor, sos: int, eos: int, max_len_ratio: float = 1.0
-) -> list[list[int]]:
-    batch = memory.size(0)
+    network: DecoderNetwork,
+    memory: Tensor,
+    memory_lengths: Tensor,
+    sos: int,
+    eos: int,
+    max_len_ratio: float = 1.0,
+    banned: Sequence[int] = (),
+) -> list[Hypothesis]:
+    """The most likely next token at every step; its score is the sum of the chosen tokens' log-probabilities."""
+    batch, device = memory.size(0), memory.device
     max_lens = max_output_lengths(memory_lengths, max_len_ratio)
     out: list[list[int]] = [[] for _ in range(batch)]
-    alive = torch.arange(batch, device=memory.device)  # original index of each row still decoding
-    last = torch.full((batch, 1), sos, dtype=torch.long, device=memory.device)
-    cache: dict = {}
+    scores = torch.zeros(batch, device=device)
+    alive = torch.arange(batch, device=device)  # original index of each row still decoding
+    last = torch.full((batch,), sos, dtype=torch.long, device=device)
+    banned_ids = torch.tensor(list(banned), dtype=torch.long, device=device)
+    cache = network.new_cache()
     for t in range(int(max_lens.max())):
-        logp = _step(decoder, last, memory, memory_lengths, cache, t)
+        logp = network.step(last, memory, memory_lengths, cache)  # (rows, vocab)
+        if banned_ids.numel():
+            logp[:, banned_ids] = NEG_INF
         token = logp.argmax(dim=-1)
         token = torch.where(max_lens[alive] <= t + 1, torch.full_like(token, eos), token)  # forced stop
+        scores[alive] += logp.gather(1, token[:, None]).squeeze(1)
         for row, tok in zip(alive.tolist(), token.tolist()):
             if tok != eos:
                 out[row].append(tok)
@@ -80,34 +162,14 @@ def greedy_search(
             break
         if keep.numel() < alive.numel():  # finished utterances leave the batch
             alive, memory, memory_lengths = alive[keep], memory[keep], memory_lengths[keep]
-            _select(cache, keep)
-        last = token[keep, None]
-    return out
-
-
-def _joint_scores(
-    logp: Tensor, ctc: CTCPrefixScorer, state: CTCState, weight: float, beam_size: int
-) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Attention log-probs (rows, vocab) -> joint scores, -inf outside each row's pre-beam.
-
-    Also returns the candidates' CTC prefix scores and states, and for each (row, token) its pre-beam column
-    (-1 outside), so the chosen extensions can carry their CTC state forward."""
-    rows, vocab = logp.shape
-    width = min(vocab, int(1.5 * beam_size) + 1)
-    att, cand = logp.topk(width, dim=1)  # (rows, width)
-    psi, r = ctc.score(state, cand)
-    # A prefix CTC already rules out (score -inf) stays ruled out; -inf - -inf would be NaN, which topk ranks first.
-    delta = torch.where(torch.isfinite(state.score)[:, None], psi - state.score[:, None], float("-inf"))
-    joint = ((1 - weight) * att + weight * delta).masked_fill(~torch.isfinite(att), float("-inf"))
-    out = torch.full_like(logp, float("-inf")).scatter_(1, cand, joint)
-    col = torch.full((rows, vocab), -1, dtype=torch.long, device=logp.device)
-    col.scatter_(1, cand, torch.arange(width, device=logp.device).expand(rows, width))
-    return out, psi, r, col
+            cache.keep(keep)
+        last = token[keep]
+    return [Hypothesis(seq, score) for seq, score in zip(out, scores.tolist())]
 
 
 @torch.no_grad()
 def beam_search(
-    decoder: Decoder,
+    network: DecoderNetwork,
     memory: Tensor,
     memory_lengths: Tensor,
     sos: int,
@@ -119,20 +181,53 @@ def beam_search(
     ctc_log_probs: Tensor | None = None,
     ctc_weight: float = 0.0,
     blank: int = 0,
-    banned: tuple[int, ...] = (),
+    banned: Sequence[int] = (),
     lm: FusionLM | None = None,
     lm_weight: float = 0.0,
 ) -> list[list[Hypothesis]]:
-    """Batched beam search: (utterances x beam) rows decode together in one tensor.
+    """Joint CTC/attention beam search with optional shallow fusion, batched over utterances x beams.
 
-    With `ctc_log_probs` (batch, frames, vocab) and 0 < ctc_weight, each extension scores
-    (1 - ctc_weight) * attention log-prob + ctc_weight * change in CTC prefix score (joint CTC/attention decoding);
-    only the 1.5 x beam_size best tokens of each hypothesis by attention are CTC-scored (the pre-beam).
-    `banned` tokens (<blank>, <pad>, <sos>, ...) are never emitted.
+    Each extension by token y scores (1 - ctc_weight) log P_att(y) + ctc_weight (change in the CTC prefix score)
+    + lm_weight log P_lm(y); with ctc_log_probs None or ctc_weight 0 the CTC term is left out (and the attention term
+    is unweighted), with lm None or lm_weight 0 the LM term. `banned` tokens (<blank>, <pad>, <sos>) are never
+    emitted. Returns, per utterance, up to `nbest` hypotheses, best first."""
+    if lm_weight < 0:  # the stopping rule relies on scores only falling as hypotheses grow
+        raise ValueError(f"lm_weight must be >= 0, got {lm_weight}")
+    k = beam_size
+    memory_rows = memory.repeat_interleave(k, dim=0)  # (batch * k, frames, d)
+    lengths_rows = memory_lengths.repeat_interleave(k, dim=0)
+    use_ctc = ctc_log_probs is not None and ctc_weight > 0
+    scorers: list[tuple[Scorer, float]] = [
+        (AttentionScorer(network, memory_rows, lengths_rows), 1.0 - ctc_weight if use_ctc else 1.0)
+    ]
+    if use_ctc:
+        scorers.append((CTCScorer(ctc_log_probs.repeat_interleave(k, dim=0), lengths_rows, blank, eos), ctc_weight))
+    if lm is not None and lm_weight > 0:
+        scorers.append((LMScorer(lm, memory_rows.size(0)), lm_weight))
+    max_lens = max_output_lengths(memory_lengths, max_len_ratio)
+    return scored_beam_search(scorers, max_lens, sos, eos, k, length_penalty, nbest, banned)
 
-    With `lm` and 0 < lm_weight (shallow fusion), every extension by token y, <eos> included, also gets
-    lm_weight * log P_lm(y | prefix); with CTC the pre-beam is still chosen by attention alone. The LM state follows
-    the same row reordering and removal as the decoder cache. lm None or lm_weight 0 is the search without an LM.
+
+def _weighted(weight: float, scores: Tensor) -> Tensor:
+    """weight * scores, where -inf (a token ruled out) stays -inf even for weight 0 (0 * -inf would be NaN)."""
+    if weight == 0:
+        return scores.masked_fill(torch.isfinite(scores), 0.0)
+    return scores if weight == 1 else weight * scores
+
+
+@torch.no_grad()
+def scored_beam_search(
+    scorers: Sequence[tuple[Scorer, float]],
+    max_lens: Tensor,
+    sos: int,
+    eos: int,
+    beam_size: int,
+    length_penalty: float = 1.0,
+    nbest: int = 1,
+    banned: Sequence[int] = (),
+) -> list[list[Hypothesis]]:
+    """Batched beam search over weighted scorers, whose rows are (utterances x beam_size), utterance-major.
+    max_lens: (batch,) most tokens per utterance, <eos> included.
 
     Each step keeps, per utterance, the `beam_size` best unfinished extensions; extensions ending in <eos> that rank
     within the top `beam_size` are set aside as finished. An utterance is done once `nbest` finished hypotheses
@@ -141,48 +236,42 @@ def beam_search(
     `beam_size` finished hypotheses instead would stop too early with a confident model: low-scoring <eos>
     extensions fill the top ranks while the right hypothesis is still growing.
     """
-    batch, k = memory.size(0), beam_size
-    device = memory.device
-    max_lens = max_output_lengths(memory_lengths, max_len_ratio)
-    finished: list[list[Hypothesis]] = [[] for _ in range(batch)]
-
+    batch, k = max_lens.numel(), beam_size
+    device = max_lens.device
+    finished: list[list[tuple[float, Hypothesis]]] = [[] for _ in range(batch)]  # (rank score, hypothesis)
     alive = torch.arange(batch, device=device)  # original utterance index of each block of k rows
-    memory = memory.repeat_interleave(k, dim=0)  # (batch * k, frames, d)
-    memory_lengths = memory_lengths.repeat_interleave(k, dim=0)
     tokens = torch.full((batch * k, 1), sos, dtype=torch.long, device=device)  # (batch * k, 1 + t)
-    scores = torch.full((batch, k), float("-inf"), device=device)
+    scores = torch.full((batch, k), NEG_INF, device=device)
     scores[:, 0] = 0.0  # all beams start identical: expand only the first at step 0
-    cache: dict = {}
-    cross = {layer.cross_attn for layer in decoder.layers}
     ranks = torch.arange(2 * k, device=device)
-    use_ctc = ctc_log_probs is not None and ctc_weight > 0
-    if use_ctc:
-        ctc = CTCPrefixScorer(ctc_log_probs.repeat_interleave(k, dim=0), memory_lengths, blank, eos)
-        ctc_state = ctc.initial_state()
-    if lm_weight < 0:  # the stopping rule relies on scores only falling as hypotheses grow
-        raise ValueError(f"lm_weight must be >= 0, got {lm_weight}")
-    use_lm = lm is not None and lm_weight > 0
-    if use_lm:
-        lm_state = lm.init_state(batch * k)
-    banned_ids = torch.tensor(banned, dtype=torch.long, device=device)
+    states = [s.init_state() for s, _ in scorers]
+    banned_ids = torch.tensor(list(banned), dtype=torch.long, device=device)
+    (primary, primary_weight), others = scorers[0], scorers[1:]
 
     for t in range(int(max_lens.max())):
         n = alive.numel()
-        logp = _step(decoder, tokens[:, -1:], memory, memory_lengths, cache, t)  # (n * k, vocab)
+        last = tokens[:, -1]
+        logp, pending0 = primary.score(states[0], last, None)  # (n * k, vocab)
         vocab = logp.size(-1)
-        at_limit = (max_lens[alive] <= t + 1).repeat_interleave(k)
         if banned_ids.numel():
-            logp[:, banned_ids] = float("-inf")
+            logp[:, banned_ids] = NEG_INF
+        at_limit = (max_lens[alive] <= t + 1).repeat_interleave(k)
         if at_limit.any():  # forced stop: only <eos> is allowed
-            logp[at_limit] = torch.where(
-                torch.arange(vocab, device=device) == eos, logp[at_limit], torch.tensor(float("-inf"), device=device)
-            )
-        if use_ctc:
-            logp, ctc_psi, ctc_r, ctc_col = _joint_scores(logp, ctc, ctc_state, ctc_weight, k)
-        if use_lm:  # -inf (banned, forced stop, outside the CTC pre-beam) stays -inf
-            lm_logp, lm_state = lm.step(lm_state, tokens[:, -1])  # (n * k, vocab)
-            logp = logp + lm_weight * lm_logp.to(logp.dtype)
-        cand = (scores[:, :, None] + logp.view(n, k, vocab)).view(n, k * vocab)
+            logp[at_limit] = torch.where(torch.arange(vocab, device=device) == eos, logp[at_limit], NEG_INF)
+        total = _weighted(primary_weight, logp)
+        pending, candidates = [pending0], None
+        for (scorer, weight), state in zip(others, states[1:]):
+            if scorer.partial:  # pre-beam: the primary scorer's best tokens; the others are ruled out
+                if candidates is None:
+                    candidates = logp.topk(min(vocab, int(1.5 * k) + 1), dim=1).indices  # (n * k, c)
+                part, p = scorer.score(state, last, candidates)
+                joint = total.gather(1, candidates) + _weighted(weight, part)
+                total = torch.full_like(total, NEG_INF).scatter_(1, candidates, joint)
+            else:
+                full, p = scorer.score(state, last, None)
+                total = total + _weighted(weight, full.to(total.dtype))
+            pending.append(p)
+        cand = (scores[:, :, None] + total.view(n, k, vocab)).view(n, k * vocab)
         top_scores, top_idx = cand.topk(min(2 * k, k * vocab), dim=1)  # (n, 2k): enough to refill k unfinished
         src_beam, top_tok = top_idx // vocab, top_idx % vocab
         is_eos = top_tok == eos
@@ -190,28 +279,22 @@ def beam_search(
         # Finished: <eos> extensions that rank within the top k.
         ended = is_eos & (ranks[: is_eos.size(1)] < k) & torch.isfinite(top_scores)
         for b, j in ended.nonzero().tolist():
-            row = b * k + int(src_beam[b, j])
-            seq = tokens[row, 1:].tolist()
+            seq = tokens[b * k + int(src_beam[b, j]), 1:].tolist()
             score = float(top_scores[b, j])
-            finished[int(alive[b])].append(Hypothesis(seq, score, score / (len(seq) + 1) ** length_penalty))
+            finished[int(alive[b])].append((score / (len(seq) + 1) ** length_penalty, Hypothesis(seq, score)))
 
         # Continue with the k best non-<eos> extensions (stable sort puts <eos> ones last).
         order = (is_eos.long() * (2 * k) + ranks[: is_eos.size(1)]).argsort(dim=1)[:, :k]
-        scores = top_scores.gather(1, order).masked_fill(is_eos.gather(1, order), float("-inf"))
+        scores = top_scores.gather(1, order).masked_fill(is_eos.gather(1, order), NEG_INF)
         rows = (torch.arange(n, device=device)[:, None] * k + src_beam.gather(1, order)).view(-1)
         new_tokens = top_tok.gather(1, order).view(-1)
         tokens = torch.cat([tokens[rows], new_tokens[:, None]], dim=1)
-        _select(cache, rows, skip=cross)  # cross-attention keys are the same for every beam of an utterance
-        if use_ctc:  # rows whose score is -inf may point at a token outside the pre-beam: any column will do
-            cols = ctc_col[rows, new_tokens].clamp(min=0)
-            ctc_state = CTCPrefixScorer.advance(ctc_state, ctc_r, ctc_psi, rows, cols, new_tokens)
-        if use_lm:
-            lm_state = lm_state.select(rows)
+        states = [s.select(p, rows, new_tokens) for (s, _), p in zip(scorers, pending)]
 
         # Best score an unfinished hypothesis could reach by ending at the next step (all have length t + 1).
         best_open = (scores.max(dim=1).values / (t + 2) ** length_penalty).tolist()
         done = torch.tensor(
-            [sum(h.norm_score >= bound for h in finished[u]) >= nbest for u, bound in zip(alive.tolist(), best_open)],
+            [sum(r >= bound for r, _ in finished[u]) >= nbest for u, bound in zip(alive.tolist(), best_open)],
             device=device,
         ) | (max_lens[alive] <= t + 1)
         if bool(done.all()):
@@ -219,17 +302,11 @@ def beam_search(
         if bool(done.any()):  # done utterances leave the batch
             keep = (~done).nonzero().squeeze(1)
             keep_rows = (keep[:, None] * k + torch.arange(k, device=device)).view(-1)
-            alive, scores = alive[keep], scores[keep]
-            tokens, memory, memory_lengths = tokens[keep_rows], memory[keep_rows], memory_lengths[keep_rows]
-            _select(cache, keep_rows)
-            if use_ctc:
-                ctc.select(keep_rows)
-                ctc_state = ctc_state.select(keep_rows)
-            if use_lm:
-                lm_state = lm_state.select(keep_rows)
+            alive, scores, tokens = alive[keep], scores[keep], tokens[keep_rows]
+            states = [s.keep(st, keep_rows) for (s, _), st in zip(scorers, states)]
 
     results = []
     for hyps in finished:
-        hyps.sort(key=lambda h: h.norm_score, reverse=True)
-        results.append(hyps[:nbest])
+        hyps.sort(key=lambda h: h[0], reverse=True)
+        results.append([h for _, h in hyps[:nbest]])
     return results

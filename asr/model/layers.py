@@ -1,4 +1,5 @@
-"""Building blocks of the Speech-Transformer: masks, positional encoding, conv subsampling, attention, feed-forward.
+"""Building blocks of the Speech-Transformer: masks, positional encoding, conv subsampling, attention, feed-forward,
+and the decoder layer that the autoregressive and the non-autoregressive decoders share.
 
 Shapes: batch first; `lengths` travel with every padded tensor and masks are derived from them here only.
 """
@@ -159,3 +160,28 @@ class MultiHeadAttention(nn.Module):
 class FeedForward(nn.Sequential):
     def __init__(self, d_model: int, d_ff: int, dropout: float):
         super().__init__(nn.Linear(d_model, d_ff), nn.ReLU(), Dropout(dropout), nn.Linear(d_ff, d_model))
+
+
+class DecoderLayer(nn.Module):
+    def __init__(self, d_model: int, n_heads: int, d_ff: int, dropout: float, attn_dropout: float):
+        super().__init__()
+        self.self_norm, self.self_attn = nn.LayerNorm(d_model), MultiHeadAttention(d_model, n_heads, attn_dropout)
+        self.cross_norm, self.cross_attn = nn.LayerNorm(d_model), MultiHeadAttention(d_model, n_heads, attn_dropout)
+        self.ff_norm, self.ff = nn.LayerNorm(d_model), FeedForward(d_model, d_ff, dropout)
+        self.dropout = Dropout(dropout)
+
+    def forward(
+        self,
+        x: Tensor,
+        memory: Tensor,
+        self_mask: Tensor | None,
+        memory_mask: Tensor,
+        kv_cache: dict | None = None,
+        need_weights: bool = False,
+    ) -> tuple[Tensor, Tensor | None]:
+        x = x + self.dropout(self.self_attn(self.self_norm(x), mask=self_mask, kv_cache=kv_cache)[0])
+        y, weights = self.cross_attn(
+            self.cross_norm(x), memory, mask=memory_mask, kv_cache=kv_cache, cross=True, need_weights=need_weights
+        )
+        x = x + self.dropout(y)
+        return x + self.dropout(self.ff(self.ff_norm(x))), weights

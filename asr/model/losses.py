@@ -20,11 +20,11 @@ def label_smoothed_nll(logits: Tensor, targets: Tensor, pad: int, smoothing: flo
     )
 
 
-def ctc_loss(logits: Tensor, lengths: Tensor, targets: Tensor, target_lengths: Tensor, blank: int) -> Tensor:
-    """CTC over the encoder frames, per target token (the scale of the attention loss, so that ctc_weight means
-    what it says). Utterances too short for their transcript give an infinite loss: zero_infinity drops them
-    instead of poisoning the batch."""
-    logp = logits.float().log_softmax(dim=-1).transpose(0, 1)  # (frames, batch, vocab)
+def ctc_loss(log_probs: Tensor, lengths: Tensor, targets: Tensor, target_lengths: Tensor, blank: int) -> Tensor:
+    """CTC over the encoder frames (log_probs (batch, frames, vocab), e.g. `SpeechTransformer.ctc_log_probs`), per
+    target token (the scale of the attention loss, so that ctc_weight means what it says). Utterances too short for
+    their transcript give an infinite loss: zero_infinity drops them instead of poisoning the batch."""
+    logp = log_probs.float().transpose(0, 1)  # (frames, batch, vocab)
     loss = F.ctc_loss(logp, targets, lengths, target_lengths, blank=blank, reduction="sum", zero_infinity=True)
     return loss / target_lengths.sum().clamp(min=1)
 

@@ -18,8 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from asr.config import ModelConfig
-from asr.model.layers import PositionalEncoding, padding_mask
-from asr.model.transformer import DecoderLayer
+from asr.model.layers import DecoderLayer, PositionalEncoding, padding_mask
 
 
 class NATDecoder(nn.Module):

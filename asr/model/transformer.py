@@ -1,13 +1,18 @@
-"""The Speech-Transformer (Dong et al. 2018): conv subsampling + Transformer encoder, autoregressive decoder.
+"""The Speech-Transformer (Dong et al. 2018): conv subsampling + Transformer encoder, autoregressive decoder, CTC head
+and an optional non-autoregressive head. Callers use the plain methods of `SpeechTransformer`:
 
-    encode(feats (batch, frames, n_features), lengths) -> (batch, frames/4, d_model), encoder lengths
-    decode(tokens (batch, n), encoder out, encoder lengths) -> logits (batch, n, vocab)
+    encode(feats (batch, frames, n_features), lengths) -> memory (batch, frames/4, d_model), memory lengths
+    ctc_log_probs(memory)                              -> (batch, frames/4, vocab) frame-level token log-posteriors
+    decode(tokens (batch, n), memory, memory_lengths)  -> logits (batch, n, vocab), cross-attention weights
+    step(last (rows,), memory, memory_lengths, cache)  -> next-token log-probs (rows, vocab); the cache grows a step
+    nat_logits(...), nat_length_logits(...)            -> the non-autoregressive head (asr/model/nat.py)
 
 Blocks are pre-LayerNorm (normalise, transform, add the residual): they train stably without a long warmup.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Collection
 
 import torch
@@ -16,12 +21,14 @@ from torch import Tensor, nn
 from asr.config import ModelConfig
 from asr.model.layers import (
     Conv2dSubsampling,
+    DecoderLayer,
     Dropout,
     FeedForward,
     MultiHeadAttention,
     PositionalEncoding,
     padding_mask,
 )
+from asr.model.nat import NATDecoder
 
 
 class EncoderLayer(nn.Module):
@@ -34,31 +41,6 @@ class EncoderLayer(nn.Module):
     def forward(self, x: Tensor, mask: Tensor) -> Tensor:
         x = x + self.dropout(self.attn(self.attn_norm(x), mask=mask)[0])
         return x + self.dropout(self.ff(self.ff_norm(x)))
-
-
-class DecoderLayer(nn.Module):
-    def __init__(self, d_model: int, n_heads: int, d_ff: int, dropout: float, attn_dropout: float):
-        super().__init__()
-        self.self_norm, self.self_attn = nn.LayerNorm(d_model), MultiHeadAttention(d_model, n_heads, attn_dropout)
-        self.cross_norm, self.cross_attn = nn.LayerNorm(d_model), MultiHeadAttention(d_model, n_heads, attn_dropout)
-        self.ff_norm, self.ff = nn.LayerNorm(d_model), FeedForward(d_model, d_ff, dropout)
-        self.dropout = Dropout(dropout)
-
-    def forward(
-        self,
-        x: Tensor,
-        memory: Tensor,
-        self_mask: Tensor | None,
-        memory_mask: Tensor,
-        kv_cache: dict | None = None,
-        need_weights: bool = False,
-    ) -> tuple[Tensor, Tensor | None]:
-        x = x + self.dropout(self.self_attn(self.self_norm(x), mask=self_mask, kv_cache=kv_cache)[0])
-        y, weights = self.cross_attn(
-            self.cross_norm(x), memory, mask=memory_mask, kv_cache=kv_cache, cross=True, need_weights=need_weights
-        )
-        x = x + self.dropout(y)
-        return x + self.dropout(self.ff(self.ff_norm(x))), weights
 
 
 class Encoder(nn.Module):
@@ -77,6 +59,30 @@ class Encoder(nn.Module):
         for layer in self.layers:
             x = layer(x, mask)
         return self.norm(x), lengths
+
+
+@dataclass
+class DecoderCache:
+    """What incremental decoding keeps between steps, passed explicitly to `SpeechTransformer.step` (whisper style).
+
+    Rows are hypotheses. Self-attention keys/values grow by one position per step; cross-attention keys/values are the
+    projected encoder output, computed at the first step and reused."""
+
+    kv: dict = field(default_factory=dict)  # MultiHeadAttention -> (k, v), each (rows, heads, time, d_head)
+    cross: frozenset = frozenset()  # the cross-attention modules among the keys
+    offset: int = 0  # tokens fed so far (every row has fed the same number)
+
+    def reorder(self, rows: Tensor) -> None:
+        """Keep/reorder rows among the beams of each utterance: the encoder's keys/values are the same for every
+        beam of an utterance, so only the self-attention entries move."""
+        for module, (k, v) in self.kv.items():
+            if module not in self.cross:
+                self.kv[module] = (k.index_select(0, rows), v.index_select(0, rows))
+
+    def keep(self, rows: Tensor) -> None:
+        """Keep only `rows` (utterances that are done leave the batch): every entry, cross-attention included."""
+        for module, (k, v) in self.kv.items():
+            self.kv[module] = (k.index_select(0, rows), v.index_select(0, rows))
 
 
 class Decoder(nn.Module):
@@ -134,18 +140,63 @@ class SpeechTransformer(nn.Module):
         self.encoder = Encoder(cfg)
         self.decoder = Decoder(cfg)
         self.ctc = nn.Linear(cfg.d_model, cfg.vocab_size)  # frame-level token posteriors for joint CTC
-        if cfg.nat_decoder_layers > 0:
-            from asr.model.nat import NATDecoder  # nat.py builds on the layers defined here
-
-            self.nat = NATDecoder(cfg)
-        else:
-            self.nat = None
+        self.nat = NATDecoder(cfg) if cfg.nat_decoder_layers > 0 else None
 
     def forward(
         self, feats: Tensor, feat_lengths: Tensor, tokens: Tensor, token_lengths: Tensor, need_weights: bool = False
     ) -> tuple[Tensor, Tensor, list[Tensor]]:
         """Teacher forcing: returns logits (batch, n, vocab), encoder lengths, cross-attention weights."""
-        memory, memory_lengths = self.encoder(feats, feat_lengths)
-        layers = range(len(self.decoder.layers)) if need_weights else ()
-        logits, weights = self.decoder(tokens, memory, memory_lengths, token_lengths, weight_layers=layers)
+        memory, memory_lengths = self.encode(feats, feat_lengths)
+        layers = range(self.cfg.n_decoder_layers) if need_weights else ()
+        logits, weights = self.decode(tokens, memory, memory_lengths, token_lengths, weight_layers=layers)
         return logits, memory_lengths, weights
+
+    def encode(self, feats: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+        """(batch, frames, n_features) -> memory (batch, frames/4, d_model), its lengths (batch,)."""
+        return self.encoder(feats, lengths)
+
+    def ctc_log_probs(self, memory: Tensor) -> Tensor:
+        """memory (batch, frames/4, d_model) -> CTC log-posteriors (batch, frames/4, vocab), float32."""
+        return self.ctc(memory).float().log_softmax(-1)
+
+    def decode(
+        self,
+        tokens: Tensor,
+        memory: Tensor,
+        memory_lengths: Tensor,
+        token_lengths: Tensor | None = None,
+        weight_layers: Collection[int] = (),
+    ) -> tuple[Tensor, list[Tensor | None]]:
+        """Teacher-forced decoder pass: tokens (batch, n) -> logits (batch, n, vocab) and the cross-attention weights
+        (batch, heads, n, frames/4) of the layers in `weight_layers` (None for the others)."""
+        return self.decoder(tokens, memory, memory_lengths, token_lengths, weight_layers=weight_layers)
+
+    def new_cache(self) -> DecoderCache:
+        """An empty cache for `step`: nothing fed yet."""
+        return DecoderCache(cross=frozenset(layer.cross_attn for layer in self.decoder.layers))
+
+    def step(self, last: Tensor, memory: Tensor, memory_lengths: Tensor, cache: DecoderCache) -> Tensor:
+        """One incremental decoder step: each row's newest token (rows,) -> log P(next | prefix, audio) (rows, vocab).
+
+        `cache` holds the keys/values of the tokens fed before (rows in the same order as `last` and `memory`) and
+        is extended in place by this step."""
+        logits, _ = self.decoder(last[:, None], memory, memory_lengths, kv_cache=cache.kv, offset=cache.offset)
+        cache.offset += 1
+        return logits[:, -1].float().log_softmax(dim=-1)
+
+    @property
+    def has_nat(self) -> bool:
+        return self.nat is not None
+
+    def nat_logits(self, tokens: Tensor, lengths: Tensor, memory: Tensor, memory_lengths: Tensor) -> Tensor:
+        """The non-autoregressive head: tokens (batch, n) with <sos> placeholders -> logits (batch, n, vocab)."""
+        return self._nat_head()(tokens, lengths, memory, memory_lengths)
+
+    def nat_length_logits(self, memory: Tensor, memory_lengths: Tensor) -> Tensor:
+        """The NAT head's length classifier: memory -> scores over token counts 0..nat_max_length (batch, n + 1)."""
+        return self._nat_head().length_logits(memory, memory_lengths)
+
+    def _nat_head(self) -> NATDecoder:
+        if self.nat is None:
+            raise ValueError("this model has no non-autoregressive head (trained with model.nat_decoder_layers = 0)")
+        return self.nat

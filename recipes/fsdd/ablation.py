@@ -18,8 +18,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+from asr.benchmark.run import evaluate  # noqa: E402
 from asr.config import load_config  # noqa: E402
-from asr.evaluation import evaluate  # noqa: E402
 from asr.recognizer import load_model  # noqa: E402
 from asr.training import train  # noqa: E402
 
@@ -70,8 +70,8 @@ def main(argv: list[str] | None = None) -> None:
         )
         model = train(cfg)
         rec = load_model(model)
-        joint = evaluate(rec, cfg.data.test_manifest, beam_size=5).rates.wer if rec.decode_ctc_weight > 0 else None
-        att = evaluate(rec, cfg.data.test_manifest, beam_size=5, ctc_weight=0.0).rates.wer
+        joint = evaluate(rec, cfg.data.test_manifest, decoder="beam5").rates.wer if rec.has_ctc else None
+        att = evaluate(rec, cfg.data.test_manifest, decoder="beam5", ctc_weight=0.0).rates.wer
         metrics = sorted((run / "logs").glob("version_*"))[-1] / "metrics.csv"
         n_epochs = len([r for r in csv.DictReader(open(metrics)) if r.get("val_wer")])
         joint_s = f"{joint:.2f}%" if joint is not None else "n/a (no CTC head)"

@@ -11,7 +11,7 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
-from asr.benchmark import BenchmarkReport, Comparison, SystemResult
+from asr.benchmark.analysis import BenchmarkReport, Comparison, SystemResult
 
 CSV_FIELDS = [
     "model",
@@ -347,3 +347,62 @@ def write_report(report: BenchmarkReport, out_dir: str | Path) -> list[Path]:
         write_json(report, out_dir / "results.json"),
         plot_wer_vs_rtf(report, out_dir / "wer_vs_rtf.png"),
     ]
+
+
+# --- one system: what `asr evaluate` prints and writes -----------------------------------------------------------
+
+
+def most_frequent_errors(s: SystemResult, n: int = 10) -> list[tuple[str, int]]:
+    """The n most frequent errors of any kind, written "ref -> hyp", "ref -> (deleted)", "(inserted) -> hyp"."""
+    a = s.analysis
+    named = [(f"{r} -> {h}", c) for r, h, c in a.substitutions]
+    named += [(f"{r} -> (deleted)", c) for r, c in a.deletions] + [(f"(inserted) -> {h}", c) for h, c in a.insertions]
+    return sorted(named, key=lambda kv: (-kv[1], kv[0]))[:n]
+
+
+def hypothesis_rows(s: SystemResult, utts: list) -> list[dict]:
+    """One row per scored utterance: audio, normalised reference and hypothesis, score, errors, speaker/id."""
+    rows = []
+    for u in s.utterances:
+        utt = utts[u.index]
+        row = {"audio_filepath": utt.audio_filepath, "ref": u.ref, "hyp": u.hyp, "score": u.score}
+        row.update(word_errors=u.errors, ref_words=u.ref_words)
+        row.update({k: v for k, v in utt.extra.items() if k in ("speaker", "id", "offset")})
+        rows.append(row)
+    return rows
+
+
+def write_hypotheses(path: str | Path, rows: list[dict]) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    tmp.replace(path)
+    return path
+
+
+def render_evaluation(s: SystemResult, rows: list[dict], normalizer) -> str:
+    """The `asr evaluate` summary: WER with its interval, S/D/I, speed, frequent errors, WER per speaker."""
+    r = s.rates
+    lines = [
+        f"{s.set_path}: {r.sentences} utterances, {s.decoder}",
+        f"text normalisation (references and hypotheses): {normalizer.name}: {normalizer.description}",
+        f"WER {r.wer:.2f}% (95% CI {s.wer_interval.low:.2f}-{s.wer_interval.high:.2f})  CER {r.cer:.2f}%  "
+        f"(substitutions {r.substitutions}, deletions {r.deletions}, insertions {r.insertions}, "
+        f"reference words {r.ref_words})",
+        f"real-time factor {s.rtf:.4f} ({s.decode_seconds:.1f} s for {s.audio_seconds:.0f} s of audio)",
+    ]
+    common = most_frequent_errors(s)
+    if common:
+        lines.append("most frequent errors: " + ", ".join(f"{e} ({n})" for e, n in common))
+    by: dict[str, list[int]] = {}  # speaker -> [word errors, reference words]
+    for row in rows:
+        counts = by.setdefault(str(row.get("speaker", "(none)")), [0, 0])
+        counts[0] += row["word_errors"]
+        counts[1] += row["ref_words"]
+    if len(by) > 1:
+        per = (f"{k} {100.0 * e / max(n, 1):.2f}% of {n}" for k, (e, n) in sorted(by.items()))
+        lines.append("WER by speaker: " + ", ".join(per))
+    if s.skipped:
+        lines.append(f"{len(s.skipped)} unreadable files skipped (listed above)")
+    return "\n".join(lines) + "\n"
