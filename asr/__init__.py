@@ -8,10 +8,13 @@ The package reads like the pipeline it implements, one module per stage:
     data/        manifests, corpus preparers, dataset, length-bucketed batches, Lightning DataModule
     model/       conv subsampling, Transformer encoder/decoder, losses
     training.py  LightningModule: teacher forcing, label smoothing, Noam schedule, checkpoints
-    decoding/    greedy and beam search (KV cache, batched)
-    metrics.py   WER/CER via jiwer
-    recognizer.py  a trained model + everything needed to transcribe; model file save/load
-    cli.py       `asr train | transcribe | evaluate | prepare | demo`
+    decoding/    DecodingOptions; greedy and beam search over scorers (attention + KV cache, CTC, LM), CTC, NAT
+    lm.py        token LM for shallow fusion
+    recognizer.py  a trained model: options(), encode(audio) -> Encoded, decode(encoded) -> [Hypothesis],
+                 transcribe(files/arrays) -> [Transcript]; model file save/load
+    transcribe.py  `asr transcribe`'s inputs (files, folders, segmented manifests) and outputs
+    metrics.py   WER/CER via jiwer; benchmark/ runs, scores and reports models x sets x decoders
+    cli.py       argument parsing: `asr prepare | train | transcribe | evaluate | benchmark | train-lm`
 """
 
 __version__ = "0.1.0"
