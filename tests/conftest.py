@@ -102,3 +102,27 @@ def write_tone_config(folder: Path, corpus: dict) -> Path:
     path = folder / "conf.yaml"
     path.write_text(yaml.safe_dump(data))
     return path
+
+
+@pytest.fixture(scope="session")
+def tone_nat_model(tone_corpus, tmp_path_factory) -> Path:
+    """The tiny tone model with a trained non-autoregressive head (for nat-length, nat-max, mask-ctc)."""
+    from asr.config import load_config
+    from asr.training import train
+
+    out = tmp_path_factory.mktemp("tone_nat")
+    cfg = load_config(
+        None,
+        TINY_OVERRIDES
+        + [
+            f"data.train_manifest={tone_corpus['train']}",
+            f"data.dev_manifest={tone_corpus['dev']}",
+            f"train.out_dir={out}",
+            "train.max_epochs=20",
+            "model.nat_decoder_layers=2",
+            "loss.nat_weight=1.0",
+            "loss.nat_length_weight=0.3",
+            "train.attention_plots=0",
+        ],
+    )
+    return train(cfg)

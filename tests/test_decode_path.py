@@ -115,3 +115,66 @@ def test_no_import_cycles_in_asr():
     )
     run = subprocess.run([sys.executable, "-c", code, *sorted(modules)], capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
+
+
+def _through_every_entry_point(model: Path, manifest: Path, setups: list[str], tmp_path: Path, lm: Path | None):
+    """Each setup's (hypotheses, scores) from the API (encode + decode), `asr evaluate` and `asr benchmark`."""
+    from asr.benchmark.run import load_utterances
+    from asr.lm import load_lm
+
+    rec = load_model(model)
+    if lm is not None:
+        rec.attach_lm(load_lm(lm))
+    norm = rec.tokenizer.normalizer
+    wavs, _ = load_utterances(read_manifest(manifest), rec.cfg.features.sample_rate)
+    extra = ["--lm", str(lm)] if lm is not None else []
+    bench = tmp_path / "bench"
+    args = ["benchmark", "--models", str(model), "--sets", str(manifest), "--decoders", *setups, "--out", str(bench)]
+    assert main([*args, "--bootstrap", "20", *extra]) == 0
+    cached = {}
+    for p in (bench / "cache").glob("*.json"):
+        blob = json.loads(p.read_text())
+        cached[blob["key"]["decoder"]] = (blob["decoded"]["hyps"], blob["decoded"]["scores"])
+    for setup in setups:
+        options = rec.options(decoder=setup)
+        hyps = rec.decode(rec.encode(wavs, warps=options.warps), options)
+        api = ([norm(h.text) for h in hyps], [h.score for h in hyps])
+        uses_lm = extra if "lm_weight" in setup else []  # --lm with a decoder that can't use it is an error
+        out = tmp_path / f"{setup.replace(':', '_').replace('/', '_')}.jsonl"
+        assert (
+            main(
+                [
+                    "evaluate",
+                    "--model",
+                    str(model),
+                    "--manifest",
+                    str(manifest),
+                    "--decoder",
+                    setup,
+                    "--out",
+                    str(out),
+                    *uses_lm,
+                ]
+            )
+            == 0
+        )
+        rows = [json.loads(line) for line in out.read_text().splitlines()]
+        cli = ([r["hyp"] for r in rows], [r["score"] for r in rows])
+        bench_hyps, bench_scores = cached[setup]
+        assert cli[0] == api[0] == [norm(h) for h in bench_hyps], setup
+        # Batches differ (the API decodes all at once): scores agree to float rounding.
+        assert cli[1] == pytest.approx(api[1], abs=1e-3) and bench_scores == pytest.approx(api[1], abs=1e-3), setup
+        assert all(np.isfinite(s) and s <= 0 for s in api[1]), setup
+
+
+@pytest.mark.slow
+def test_same_hypotheses_and_scores_through_api_cli_and_benchmark(tone_model, tone_nat_model, tone_corpus, tmp_path):
+    from asr.lm import LMConfig, LMTrainConfig, save_lm, train_lm
+
+    texts = [u.text for u in read_manifest(tone_corpus["train"])]
+    tok = load_model(tone_model).tokenizer
+    lm, _ = train_lm(texts, tok, LMConfig(d_model=32, d_ff=64, n_layers=1), LMTrainConfig(epochs=1))
+    lm_path = save_lm(tmp_path / "lm.pt", lm)
+    setups = ["greedy", "beam10", "ctc", "beam3:lm_weight=0.5", "beam3:vtln_warps=0.9/1.0/1.1"]
+    _through_every_entry_point(tone_model, tone_corpus["test"], setups, tmp_path / "ar", lm_path)
+    _through_every_entry_point(tone_nat_model, tone_corpus["test"], ["mask-ctc"], tmp_path / "nat", None)

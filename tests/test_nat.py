@@ -2,36 +2,12 @@
 
 import pytest
 import torch
-from conftest import TINY_OVERRIDES
 
 from asr.benchmark.run import evaluate
 from asr.cli import main
-from asr.config import load_config
 from asr.decoding.nat import mask_ctc, nat_length, nat_max
 from asr.model.nat import placeholder_rows
 from asr.recognizer import load_model
-
-
-@pytest.fixture(scope="session")
-def tone_nat_model(tone_corpus, tmp_path_factory):
-    from asr.training import train
-
-    out = tmp_path_factory.mktemp("tone_nat")
-    cfg = load_config(
-        None,
-        TINY_OVERRIDES
-        + [
-            f"data.train_manifest={tone_corpus['train']}",
-            f"data.dev_manifest={tone_corpus['dev']}",
-            f"train.out_dir={out}",
-            "train.max_epochs=20",
-            "model.nat_decoder_layers=2",
-            "loss.nat_weight=1.0",
-            "loss.nat_length_weight=0.3",
-            "train.attention_plots=0",
-        ],
-    )
-    return train(cfg)
 
 
 @pytest.mark.slow
