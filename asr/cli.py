@@ -7,8 +7,9 @@
     asr evaluate --model M --manifest test.jsonl [decode flags] [--out hyps.jsonl]    asr.benchmark.run.evaluate
     asr benchmark --models A.pt B.pt --sets test.jsonl --decoders greedy,beam10,ctc [--by speaker] [--out DIR]
     asr train-lm --model M --manifest train.jsonl --out lm.pt [--minutes 2]           asr.lm
+    asr serve --model M [decode flags] [--host 127.0.0.1] [--port 8000] [--api-key K]  asr.serve
 
-Decode flags (transcribe, evaluate): --decoder NAME[:key=value,...], --beam-size, --ctc-weight, --lm/--lm-weight,
+Decode flags (transcribe, evaluate, serve): --decoder NAME[:key=value,...], --beam-size, --ctc-weight, --lm/--lm-weight,
 --length-penalty, --max-len-ratio, --vtln-warps, --batch-size, --device; they become one DecodingOptions
 (asr/decoding/options.py), and a flag that contradicts another is an error naming both.
 """
@@ -147,6 +148,38 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
     if failed:
         print(f"{failed} input(s) failed (see the errors above)", file=sys.stderr)
     return 1 if failed else 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import os
+
+    try:
+        from asr.serve import ServeConfig, serve
+    except ImportError as e:
+        raise ImportError(f"asr serve needs the serve extra: pip install -e '.[serve]' ({e})") from None
+    from asr.segment import MIN_CHUNK_SECONDS
+
+    if args.max_chunk_seconds is not None and not args.max_chunk_seconds >= MIN_CHUNK_SECONDS:
+        raise ValueError(f"--max-chunk-seconds must be at least {MIN_CHUNK_SECONDS}, got {args.max_chunk_seconds}")
+    for name in ("max_wait_ms", "max_upload_mb", "max_audio_seconds"):
+        if not getattr(args, name) > 0:
+            raise ValueError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    if args.max_queue < 1:
+        raise ValueError(f"--max-queue must be at least 1, got {args.max_queue}")
+    rec = _load_recognizer(args)
+    options = _decoding_options(rec, args)
+    config = ServeConfig(
+        model_id=args.model_id or Path(args.model).stem,
+        max_batch=args.batch_size or rec.cfg.decode.batch_size,
+        max_wait_ms=args.max_wait_ms,
+        max_queue=args.max_queue,
+        max_upload_mb=args.max_upload_mb,
+        max_audio_seconds=args.max_audio_seconds,
+        max_chunk_seconds=args.max_chunk_seconds,
+        api_key=args.api_key or os.environ.get("ASR_API_KEY") or None,
+    )
+    serve(rec, options, config, args.host, args.port)
+    return 0
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -382,6 +415,24 @@ def build_parser() -> argparse.ArgumentParser:
     from asr.data.corpora import CORPORA
 
     corpora_help = "\n".join(f"  {c.name:17s}{c.description}\n  {'':17s}splits: {c.splits}" for c in CORPORA.values())
+    sv = sub.add_parser(
+        "serve",
+        help="an OpenAI-compatible transcription server (POST /v1/audio/transcriptions) and a web page at /",
+        epilog="the chunks of concurrent requests are decoded together (--batch-size chunks, waiting at most "
+        "--max-wait-ms for company); one line is logged per request",
+    )
+    sv.add_argument("--model", required=True)
+    _add_decode_flags(sv, "chunks (from all waiting requests)")
+    sv.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    sv.add_argument("--port", type=int, default=8000, help="port (0: any free one; the log line says which)")
+    sv.add_argument("--api-key", default=None, help="require Authorization: Bearer KEY on /v1/* (or set ASR_API_KEY)")
+    sv.add_argument("--model-id", default=None, help="the model's name in /v1/models (default: the file's stem)")
+    sv.add_argument("--max-wait-ms", type=float, default=10.0, help="how long a chunk waits for others (default 10)")
+    sv.add_argument("--max-queue", type=int, default=256, help="chunks waiting at most; then 503 (default 256)")
+    sv.add_argument("--max-upload-mb", type=float, default=25.0, help="larger request bodies get 413 (default 25)")
+    sv.add_argument("--max-audio-seconds", type=float, default=3600.0, help="longer audio gets 400 (default 3600)")
+    sv.add_argument("--max-chunk-seconds", type=float, default=None, help="longest chunk decoded at once (default 20)")
+
     pr = sub.add_parser(
         "prepare",
         help="build train/dev/test manifests for a corpus (optionally download it)",
@@ -446,6 +497,7 @@ def main(argv: list[str] | None = None) -> int:
             "prepare": cmd_prepare,
             "train-lm": cmd_train_lm,
             "benchmark": cmd_benchmark,
+            "serve": cmd_serve,
         }[args.command](args)
     except (ConfigError, ManifestError, AudioError, FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)

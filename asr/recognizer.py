@@ -43,7 +43,7 @@ from asr.model import SpeechTransformer
 from asr.model_file import read_file, write_file
 from asr.segment import MAX_CHUNK_SECONDS, Segment, split_on_pauses
 from asr.text import CharTokenizer, tokenizer_from_dict
-from asr.transcript import TimedText, Transcript
+from asr.transcript import TimedText, Transcript, Word
 
 MODEL_FORMAT = "speech-transformer-asr/1"
 SUBSAMPLING = 4  # encoder frames per feature frame (two stride-2 convolutions)
@@ -181,34 +181,41 @@ class Recognizer(nn.Module):
     ) -> list[Transcript]:
         """Files (any format/rate/channels soundfile reads), manifest `Utterance`s (their offset/duration span) or
         arrays (give `sample_rate`) -> one `Transcript` each: text, duration, and the decoded segments with start/end
-        (seconds), text, score and token times. Decoding options: `options` and/or keywords (beam_size=10, ...).
+        (seconds), text, score, token and word times (where the decoder has them). Decoding options: `options`
+        and/or keywords (beam_size=10, ...).
 
         Long inputs are cut at pauses into chunks of at most `max_chunk_seconds` (default 20); with
-        `cut_at_pauses=False` each input is decoded whole. Unreadable files raise `AudioError` naming them."""
+        `cut_at_pauses=False` each input is decoded whole. Unreadable files raise `AudioError` naming them.
+        The three steps (`cut`, `decode_waveforms`, `assemble`) are public so the server (asr.serve) can batch the
+        chunks of concurrent requests together and still give what this call gives."""
         options = self.options(options, **given)
+        wavs = [self.load(x, sample_rate) for x in inputs]
+        cuts = [self.cut(w, max_chunk_seconds, cut_at_pauses) for w in wavs]
+        chunks = [c for w, cs in zip(wavs, cuts) for c in self.chunks(w, cs)]
+        decoded = iter(self.decode_waveforms(chunks, options, batch_size or self.cfg.decode.batch_size))
+        return [self.assemble(w, cs, [next(decoded) for _ in cs]) for w, cs in zip(wavs, cuts)]
+
+    def cut(self, wav: Tensor, max_chunk_seconds: float | None = None, cut_at_pauses: bool = True) -> list[Segment]:
+        """(samples,) at the model's rate -> the stretches to decode: cut at pauses into at most `max_chunk_seconds`
+        (or the whole input), without those too short to give one encoder frame (silence is never decoded)."""
         sr = self.cfg.features.sample_rate
-        wavs = [self._load(x, sample_rate) for x in inputs]
         max_s = MAX_CHUNK_SECONDS if max_chunk_seconds is None else max_chunk_seconds
         win, hop = frame_sizes(self.cfg.features)
-        shortest = win + (MIN_FEATURE_FRAMES - 1) * hop  # anything shorter has no encoder frame to decode
-        cuts = []
-        for w in wavs:
-            found = split_on_pauses(w, sr, max_s) if cut_at_pauses else [Segment(0.0, w.numel() / sr)]
-            cuts.append([c for c in found if round(c.end * sr) - round(c.start * sr) >= shortest])
-        chunks = [w[round(c.start * sr) : round(c.end * sr)] for w, cs in zip(wavs, cuts) for c in cs]
-        decoded = iter(self._decode_chunks(chunks, options, batch_size or self.cfg.decode.batch_size))
-        out = []
-        for w, cs in zip(wavs, cuts):
-            timed = []
-            for c in cs:
-                h = next(decoded)
-                times = None if h.token_times is None else [(c.start + s, c.start + e) for s, e in h.token_times]
-                timed.append(TimedText(c.start, c.end, h.text, h.score, times))
-            out.append(Transcript.from_segments(timed, w.numel() / sr))
-        return out
+        shortest = win + (MIN_FEATURE_FRAMES - 1) * hop
+        found = split_on_pauses(wav, sr, max_s) if cut_at_pauses else [Segment(0.0, wav.numel() / sr)]
+        return [c for c in found if round(c.end * sr) - round(c.start * sr) >= shortest]
 
-    def _decode_chunks(self, chunks: list[Tensor], options: DecodingOptions, batch_size: int) -> list[Hypothesis]:
-        """Mono waveforms at the model's rate, each decoded whole, in batches of similar length (less padding)."""
+    def chunks(self, wav: Tensor, cuts: list[Segment]) -> list[Tensor]:
+        """The waveform stretches of `cuts`: [(samples_i,)]."""
+        sr = self.cfg.features.sample_rate
+        return [wav[round(c.start * sr) : round(c.end * sr)] for c in cuts]
+
+    def decode_waveforms(
+        self, chunks: Sequence[Tensor], options: DecodingOptions, batch_size: int | None = None
+    ) -> list[Hypothesis]:
+        """Mono waveforms at the model's rate, each decoded whole, in batches of similar length (less padding):
+        one Hypothesis each, in the order given. Token times are seconds from each chunk's start."""
+        batch_size = batch_size or self.cfg.decode.batch_size
         order = sorted(range(len(chunks)), key=lambda i: chunks[i].numel())
         hyps: list[Hypothesis | None] = [None] * len(chunks)
         for start in range(0, len(order), batch_size):
@@ -217,7 +224,18 @@ class Recognizer(nn.Module):
                 hyps[i] = h
         return hyps  # type: ignore[return-value]
 
-    def _load(self, x: AudioInput, sample_rate: int | None = None) -> Tensor:
+    def assemble(self, wav: Tensor, cuts: list[Segment], hyps: Sequence[Hypothesis]) -> Transcript:
+        """One input's chunk hypotheses -> its Transcript, times shifted from chunk to input (seconds)."""
+        timed = []
+        for c, h in zip(cuts, hyps):
+            times = None if h.token_times is None else [(c.start + s, c.start + e) for s, e in h.token_times]
+            words = None
+            if times is not None:
+                words = [Word(text, times[a][0], times[b - 1][1]) for text, a, b in self.tokenizer.words(h.tokens)]
+            timed.append(TimedText(c.start, c.end, h.text, h.score, times, words, list(h.tokens)))
+        return Transcript.from_segments(timed, wav.numel() / self.cfg.features.sample_rate)
+
+    def load(self, x: AudioInput, sample_rate: int | None = None) -> Tensor:
         """A file, a manifest utterance, or an array at `sample_rate` -> mono (samples,) at the model's rate."""
         sr = self.cfg.features.sample_rate
         if isinstance(x, Utterance):

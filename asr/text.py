@@ -171,6 +171,32 @@ class Tokenizer:
         """Token ids -> text; stops at <eos>, drops other specials."""
         return _SPACES.sub(" ", self._join(self.content_ids(ids))).strip()
 
+    def words(self, ids: Sequence[int]) -> list[tuple[str, int, int]]:
+        """The words of a token sequence: (text, first, last + 1) with indexes into `ids` (to look up token times).
+        A word starts after a space token (characters) or at a piece that starts with SentencePiece's "▁"."""
+        out: list[tuple[str, int, int]] = []
+        current: list[int] = []  # indexes of the current word's tokens
+
+        def flush() -> None:
+            text = self._join([int(ids[i]) for i in current]).strip()
+            if text:
+                out.append((text, current[0], current[-1] + 1))
+            current.clear()
+
+        for i, t in enumerate(ids):
+            t = int(t)
+            if t == self.eos:
+                break
+            if not len(SPECIALS) <= t < len(self.tokens):
+                continue
+            piece = self.tokens[t]
+            if piece.isspace() or piece.startswith("▁"):
+                flush()
+            if piece.strip().strip("▁"):
+                current.append(i)
+        flush()
+        return out
+
     def _join(self, ids: list[int]) -> str:
         raise NotImplementedError
 

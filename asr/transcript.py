@@ -1,6 +1,6 @@
 """Transcripts with times and scores, and the output formats of `asr transcribe`.
 
-    Transcript(text, segments=[TimedText(start, end, text, score), ...], duration)
+    Transcript(text, segments=[TimedText(start, end, text, score, token_times, words), ...], duration)
     render(transcript, fmt, path) -> str    fmt: txt | json | srt | vtt
 
 Times are seconds from the start of the recording. A segment's score is its hypothesis log-probability (<eos>
@@ -18,14 +18,21 @@ FORMATS = ("txt", "json", "srt", "vtt")
 
 
 @dataclass
+class Word:
+    text: str
+    start: float  # seconds: its first token's start
+    end: float  # its last token's end
+
+
+@dataclass
 class TimedText:
     start: float  # seconds
     end: float
     text: str
     score: float  # log-probability of the hypothesis
-    token_times: list[tuple[float, float]] | None = (
-        None  # (start, end) seconds of each token, where the decoder has them
-    )
+    token_times: list[tuple[float, float]] | None = None  # (start, end) s of each token, where the decoder has them
+    words: list[Word] | None = None  # the words with times, where the decoder has token times
+    tokens: list[int] | None = None  # the hypothesis' token ids
 
 
 @dataclass
@@ -44,11 +51,15 @@ def to_dict(t: Transcript, path: str) -> dict:
         "audio_filepath": path,
         "duration": round(t.duration, 3),
         "text": t.text,
-        "segments": [
-            {"start": round(s.start, 3), "end": round(s.end, 3), "text": s.text, "score": round(s.score, 4)}
-            for s in t.segments
-        ],
+        "segments": [_segment_dict(s) for s in t.segments],
     }
+
+
+def _segment_dict(s: TimedText) -> dict:
+    d = {"start": round(s.start, 3), "end": round(s.end, 3), "text": s.text, "score": round(s.score, 4)}
+    if s.words is not None:
+        d["words"] = [{"word": w.text, "start": round(w.start, 3), "end": round(w.end, 3)} for w in s.words]
+    return d
 
 
 def timestamp(seconds: float, decimal: str = ",") -> str:
