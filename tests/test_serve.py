@@ -128,8 +128,14 @@ def test_verbose_json_has_segments_and_word_times(server, rec, files, tone_model
     assert starts == sorted(starts) and all(0 <= w.start < w.end <= r.duration + 1e-3 for w in words)
     for w in words:  # each word lies inside a segment
         assert any(s.start - 1e-3 <= w.start and w.end <= s.end + 1e-3 for s in r.segments)
+    # Beam search (the server's default) has no times of its own: CTC forced alignment gives them.
     only_words = transcribe(c, path, response_format="verbose_json", timestamp_granularities=["word"])
-    assert only_words.segments is None and only_words.words is not None  # what OpenAI does with word alone
+    assert only_words.segments is None  # what OpenAI does with word alone
+    beam = rec.transcribe([str(path)], max_chunk_seconds=CHUNK_S)[0]
+    assert " ".join(w.word for w in only_words.words) == beam.text == only_words.text
+    for w, e in zip(only_words.words, [w for s in beam.segments for w in s.words]):
+        assert (w.start, w.end) == (pytest.approx(e.start, abs=1e-3), pytest.approx(e.end, abs=1e-3))
+        assert 0 <= w.start < w.end <= only_words.duration + 1e-3
 
 
 def api_error(excinfo) -> dict:

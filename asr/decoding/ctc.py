@@ -1,6 +1,7 @@
 """CTC on the encoder output: best-path decoding, and prefix scores for joint CTC/attention beam search.
 
     ctc_greedy(log_probs (batch, frames, vocab), lengths, blank) -> [BestPath(tokens, spans, score)] per utterance
+    ctc_align(log_probs, lengths, token_lists, blank) -> [spans | None]: the best CTC path through given tokens
     CTCPrefixScorer(log_probs, lengths, blank, eos): scores candidate extensions of many prefixes at once
     CTCScorer: the prefix scorer as a beam-search scorer (asr.decoding.search.Scorer)
 
@@ -45,6 +46,57 @@ def ctc_greedy(log_probs: Tensor, lengths: Tensor, blank: int) -> list[BestPath]
                 spans.append((t, t + 1))
             prev = tok
         out.append(BestPath(tokens, spans, score))
+    return out
+
+
+def ctc_align(
+    log_probs: Tensor, lengths: Tensor, token_lists: list[list[int]], blank: int
+) -> list[list[tuple[int, int]] | None]:
+    """Forced alignment (Viterbi): the most likely CTC path that spells each utterance's tokens, as each token's
+    [first, last + 1) encoder frames; None where the tokens cannot fit in the frames. This gives token (and word)
+    times to hypotheses of decoders that have none (attention greedy and beam search), as CTC segmentation does.
+
+    The path runs over the extended label sequence blank, t1, blank, t2, ..., blank (S = 2U + 1 states): a state
+    is entered from itself, the previous state, or (for a token that differs from the one two back) skipping a
+    blank. All utterances advance together one frame at a time; a finished utterance's scores stop changing."""
+    batch, frames, _ = log_probs.shape
+    n_states = 2 * max((len(t) for t in token_lists), default=0) + 1
+    ext = torch.full((batch, n_states), blank, dtype=torch.long, device=log_probs.device)
+    for b, toks in enumerate(token_lists):
+        if toks:
+            ext[b, 1 : 2 * len(toks) : 2] = torch.tensor(toks, dtype=torch.long, device=log_probs.device)
+    emit = log_probs.gather(2, ext[:, None, :].expand(batch, frames, n_states))  # (batch, frames, states)
+    can_skip = torch.zeros_like(ext, dtype=torch.bool)
+    can_skip[:, 2:] = (ext[:, 2:] != blank) & (ext[:, 2:] != ext[:, :-2])
+    alpha = torch.full((batch, n_states), NEG_INF, device=log_probs.device)
+    alpha[:, :2] = emit[:, 0, :2]
+    choices = torch.zeros(frames, batch, n_states, dtype=torch.int8)  # 0 stay, 1 from s-1, 2 from s-2
+    pad = torch.full((batch, 1), NEG_INF, device=log_probs.device)
+    for t in range(1, frames):
+        prev1 = torch.cat([pad, alpha[:, :-1]], 1)
+        prev2 = torch.where(can_skip, torch.cat([pad, pad, alpha[:, :-2]], 1), NEG_INF)
+        best, choice = torch.stack([alpha, prev1, prev2]).max(0)  # (batch, states)
+        running = (t < lengths)[:, None]
+        alpha = torch.where(running, best + emit[:, t], alpha)
+        choices[t] = choice.to(torch.int8).cpu()
+    alpha, lengths = alpha.cpu(), lengths.cpu()
+    out: list[list[tuple[int, int]] | None] = []
+    for b, toks in enumerate(token_lists):
+        last = 2 * len(toks)  # the final blank; the final token is state last - 1
+        n = int(lengths[b])
+        if not toks or n < len(toks):
+            out.append(None if toks else [])
+            continue
+        s = last if alpha[b, last] >= alpha[b, last - 1] else last - 1
+        if alpha[b, s] == NEG_INF:
+            out.append(None)
+            continue
+        frames_of: list[list[int]] = [[] for _ in toks]
+        for t in range(n - 1, -1, -1):
+            if s % 2 == 1:
+                frames_of[s // 2].append(t)
+            s -= int(choices[t, b, s]) if t > 0 else 0
+        out.append([(min(f), max(f) + 1) for f in frames_of])
     return out
 
 

@@ -13,9 +13,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
+import torch
 from torch import Tensor
 
-from asr.decoding.ctc import ctc_greedy
+from asr.decoding.ctc import ctc_align, ctc_greedy
 from asr.decoding.nat import mask_ctc, nat_length, nat_max
 from asr.decoding.options import DecodingOptions
 from asr.decoding.search import FusionLM, Hypothesis, beam_search, greedy_search
@@ -137,4 +138,19 @@ def decode(
         hyps = hyps[: options.nbest] or [Hypothesis([], float("-inf"))]
         hyps[0].alternatives = hyps[1:]
         out.append(hyps[0])
+    _align_untimed(out, encoded, tokenizer.blank)
     return out
+
+
+def _align_untimed(hyps: list[Hypothesis], encoded: Encoded, blank: int) -> None:
+    """Token times for best hypotheses that have none (attention decoders), by CTC forced alignment on the warp
+    nearest 1.0; left None when the model has no CTC head or the tokens do not fit."""
+    need = [i for i, h in enumerate(hyps) if h.token_times is None and h.tokens]
+    if encoded.ctc_log_probs is None or not need:
+        return
+    enc = encoded.at_warp(min(range(len(encoded.warps)), key=lambda w: abs(encoded.warps[w] - 1.0)))
+    rows = torch.tensor(need, device=enc.lengths.device)
+    spans = ctc_align(enc.ctc_log_probs[rows], enc.lengths[rows], [hyps[i].tokens for i in need], blank)
+    for i, found in zip(need, spans):
+        if found is not None:
+            hyps[i].token_times = [(s * encoded.frame_seconds, e * encoded.frame_seconds) for s, e in found]

@@ -321,8 +321,9 @@ class TranscriptionServer:
 
 
 def verbose_json(t: Transcript, language: str, granularities: tuple[str, ...] = ()) -> dict:
-    """OpenAI's verbose_json: segments (unless only words were asked for) and, with "word", the words that have
-    times (decoders that give token times: ctc, mask-ctc; see the README)."""
+    """OpenAI's verbose_json: segments (unless only words were asked for) and, with "word", the words with times
+    (token times: from the CTC path for ctc and mask-ctc, by CTC forced alignment for the attention decoders; a
+    model without a CTC head has none)."""
     out: dict[str, Any] = {"task": "transcribe", "language": language, "duration": round(t.duration, 3), "text": t.text}
     if not granularities or "segment" in granularities:
         out["segments"] = [
