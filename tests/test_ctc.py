@@ -101,3 +101,41 @@ def test_joint_decoding_follows_ctc_when_attention_is_unsure():
         banned=(0, 1, 2),
     )[0][0]
     assert hyp.tokens == [5, 4, 5]
+
+
+def _best_path_spans(log_probs, tokens, blank=0):
+    """Brute force: every label path of the frames, the best one that collapses to `tokens`, as token spans."""
+    import itertools
+
+    frames, vocab = log_probs.shape
+    best, best_path = float("-inf"), None
+    for path in itertools.product(range(vocab), repeat=frames):
+        collapsed = [p for t, p in enumerate(path) if p != blank and (t == 0 or p != path[t - 1])]
+        if collapsed == tokens:
+            score = sum(float(log_probs[t, p]) for t, p in enumerate(path))
+            if score > best:
+                best, best_path = score, path
+    if best_path is None:
+        return None
+    spans: list[list[int]] = []
+    for t, p in enumerate(best_path):
+        if p != blank and (t == 0 or p != best_path[t - 1]):
+            spans.append([t, t + 1])
+        elif p != blank:
+            spans[-1][1] = t + 1
+    return [tuple(s) for s in spans]
+
+
+def test_ctc_align_finds_the_best_path_through_the_tokens():
+    from asr.decoding.ctc import ctc_align
+
+    g = torch.Generator().manual_seed(0)
+    token_lists = [[1, 2], [1, 1], [2], [2, 1, 2]]
+    for _ in range(10):
+        log_probs = torch.randn(4, 6, 3, generator=g).log_softmax(-1)
+        lengths = torch.tensor([6, 5, 4, 6])
+        got = ctc_align(log_probs, lengths, token_lists, blank=0)
+        for b, tokens in enumerate(token_lists):
+            assert got[b] == _best_path_spans(log_probs[b, : lengths[b]], tokens)
+    # Too few frames for the tokens (a repeat needs a blank between): no alignment; no tokens: no spans.
+    assert ctc_align(log_probs[:2], torch.tensor([1, 6]), [[1, 1], []], blank=0) == [None, []]
