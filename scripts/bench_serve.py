@@ -67,6 +67,12 @@ def start_server(args, batch_size: int) -> tuple[subprocess.Popen, int]:
     raise RuntimeError(f"asr serve did not start: {' '.join(cmd)}")
 
 
+def health(port: int) -> dict:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    conn.request("GET", "/health")
+    return json.loads(conn.getresponse().read())
+
+
 def run(port: int, files: list[tuple[Path, bytes, float]], clients: int) -> dict:
     latencies: list[float] = []
     texts: dict[str, str] = {}
@@ -89,6 +95,7 @@ def run(port: int, files: list[tuple[Path, bytes, float]], clients: int) -> dict
                     errors.append(f"{path}: {status} {text}")
                 texts[str(path)] = text
 
+    before = health(port)["queue"]
     start = time.perf_counter()
     threads = [threading.Thread(target=client) for _ in range(clients)]
     for t in threads:
@@ -96,6 +103,7 @@ def run(port: int, files: list[tuple[Path, bytes, float]], clients: int) -> dict
     for t in threads:
         t.join()
     wall = time.perf_counter() - start
+    after = health(port)["queue"]
     if errors:
         raise RuntimeError(f"{len(errors)} requests failed, e.g. {errors[0]}")
     latencies.sort()
@@ -105,6 +113,8 @@ def run(port: int, files: list[tuple[Path, bytes, float]], clients: int) -> dict
         "p50": latencies[len(latencies) // 2],
         "p95": latencies[min(len(latencies) - 1, int(0.95 * len(latencies)))],
         "texts": texts,
+        "mean_batch": (after["chunks"] - before["chunks"]) / max(1, after["batches"] - before["batches"]),
+        "busy": (after["busy_seconds"] - before["busy_seconds"]) / wall,
     }
 
 
@@ -144,14 +154,20 @@ def main() -> None:
         if results["batched"][c]["texts"] != results["one at a time"][c]["texts"]:
             print(f"warning: {c} clients: batched texts differ from one-at-a-time texts", file=sys.stderr)
 
-    print("\n| clients | mode | audio-s/s | p50 latency (s) | p95 latency (s) | batched / one at a time |")
-    print("|---:|---|---:|---:|---:|---:|")
+    print(
+        "\n| clients | mode | audio-s/s | p50 latency (s) | p95 latency (s) | chunks per batch | worker busy "
+        "| batched / one at a time |"
+    )
+    print("|---:|---|---:|---:|---:|---:|---:|---:|")
     for c in clients:
         for mode in results:
             r = results[mode][c]
             ratio = results["batched"][c]["throughput"] / results["one at a time"][c]["throughput"]
             extra = f"{ratio:.2f}x" if mode == "batched" else ""
-            print(f"| {c} | {mode} | {r['throughput']:.1f} | {r['p50']:.3f} | {r['p95']:.3f} | {extra} |")
+            print(
+                f"| {c} | {mode} | {r['throughput']:.1f} | {r['p50']:.3f} | {r['p95']:.3f} | {r['mean_batch']:.1f} "
+                f"| {100 * r['busy']:.0f}% | {extra} |"
+            )
 
 
 if __name__ == "__main__":

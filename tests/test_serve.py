@@ -340,11 +340,13 @@ def test_asr_serve_command_logs_one_line_per_request(tone_model, files):
         assert isinstance(transcribe(c, files["utt0"]).text, str)
         with pytest.raises(openai.BadRequestError):
             transcribe(c, files["broken"])
-        proc.terminate()
+        proc.terminate()  # SIGTERM: a clean shutdown, exit status 0
         log = proc.stderr.read()
+        assert proc.wait(30) == 0, log
     finally:
         proc.kill()
         proc.wait()
+    assert "shutting down" in log
     lines = [line for line in log.splitlines() if line.startswith("req-")]
     assert re.match(r"req-000001 200 audio \d+\.\d\d s decode \d+ ms", lines[0]), log
     assert re.match(r"req-000002 400 audio 0\.00 s", lines[1]), log
