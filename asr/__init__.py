@@ -13,8 +13,9 @@ The package reads like the pipeline it implements, one module per stage:
     recognizer.py  a trained model: options(), encode(audio) -> Encoded, decode(encoded) -> [Hypothesis],
                  transcribe(files/arrays) -> [Transcript]; model file save/load
     transcribe.py  `asr transcribe`'s inputs (files, folders, segmented manifests) and outputs
+    serve/       `asr serve`: OpenAI-compatible HTTP API + web page; a queue batches concurrent requests' chunks
     metrics.py   WER/CER via jiwer; benchmark/ runs, scores and reports models x sets x decoders
-    cli.py       argument parsing: `asr prepare | train | transcribe | evaluate | benchmark | train-lm`
+    cli.py       argument parsing: `asr prepare | train | transcribe | evaluate | benchmark | train-lm | serve`
 """
 
 __version__ = "0.1.0"

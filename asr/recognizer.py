@@ -14,6 +14,10 @@ VTLN warp), and stitches each input's chunks into a `Transcript` with segment ti
 input with no speech transcribes to "". `cut_at_pauses=False` decodes each input whole (what `asr evaluate` and
 `asr benchmark` do with the utterances of a manifest).
 
+`transcribe` is three public steps, which the server (asr.serve) runs with its own batching in the middle:
+`cut(wav)` -> [Segment] at pauses, `decode_waveforms(chunks, options)` -> [Hypothesis], `assemble(wav, cuts, hyps)`
+-> Transcript (segment, token and word times).
+
     save_model(path, recognizer); load_model(path) -> Recognizer
 
 The model file is a plain dict of tensors and primitive values (resolved config, tokenizer vocabulary, weights
