@@ -140,3 +140,27 @@ def test_losses():
     lo = guided_attention_loss(diag, torch.tensor([n]), torch.tensor([t]), sigma=0.2)
     hi = guided_attention_loss(anti, torch.tensor([n]), torch.tensor([t]), sigma=0.2)
     assert lo < 0.05 < 0.5 < hi
+
+
+def test_batched_beam_search_equals_each_utterance_alone_and_folded_cross_attention_is_exact():
+    """Beams of one utterance attend to its encoder keys/values together (one row per utterance in the cache);
+    utterances that finish leave the batch. Neither may change a hypothesis or its score."""
+    from asr.model.layers import MultiHeadAttention
+
+    m = _model()
+    feats, lengths, _, _ = _inputs()
+    memory, memory_lengths = m.encode(feats, lengths)
+    together = beam_search(m, memory, memory_lengths, sos=2, eos=3, beam_size=4, max_len_ratio=0.5, nbest=2)
+    for i in range(3):
+        alone = beam_search(
+            m, memory[i : i + 1, : memory_lengths[i]], memory_lengths[i : i + 1], sos=2, eos=3, beam_size=4,
+            max_len_ratio=0.5, nbest=2,
+        )[0]  # fmt: skip
+        assert [h.tokens for h in together[i]] == [h.tokens for h in alone]
+        assert all(abs(a.score - b.score) < 1e-4 for a, b in zip(together[i], alone))
+    attn = MultiHeadAttention(32, 4, 0.0).eval()
+    x, source = torch.randn(6, 1, 32), torch.randn(2, 7, 32)  # 2 utterances x 3 beams
+    mask = torch.tensor([[True] * 7, [True] * 4 + [False] * 3])[:, None, None, :]
+    folded, w = attn(x, source, mask, kv_cache={}, cross=True, need_weights=True)
+    repeated, w_rep = attn(x, source.repeat_interleave(3, 0), mask.repeat_interleave(3, 0), need_weights=True)
+    assert torch.allclose(folded, repeated, atol=1e-6) and torch.allclose(w, w_rep, atol=1e-6)

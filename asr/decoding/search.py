@@ -84,12 +84,14 @@ def max_output_lengths(memory_lengths: Tensor, ratio: float) -> Tensor:
 
 
 class AttentionScorer:
-    """The attention decoder as a scorer: memory (rows, frames, d) holds each row's utterance (beams repeat it)."""
+    """The attention decoder as a scorer. memory (utterances, frames, d) has one row per utterance and the rows of
+    the search are utterances x `beams` (utterance-major): the cross-attention keys/values are computed once per
+    utterance, and its beams attend to them together (asr.model.layers.MultiHeadAttention)."""
 
     partial = False
 
-    def __init__(self, network: DecoderNetwork, memory: Tensor, memory_lengths: Tensor):
-        self.network, self.memory, self.memory_lengths = network, memory, memory_lengths
+    def __init__(self, network: DecoderNetwork, memory: Tensor, memory_lengths: Tensor, beams: int = 1):
+        self.network, self.memory, self.memory_lengths, self.beams = network, memory, memory_lengths, beams
 
     def init_state(self) -> Any:
         return self.network.new_cache()
@@ -102,8 +104,9 @@ class AttentionScorer:
         return cache
 
     def keep(self, cache: Any, rows: Tensor) -> Any:
-        self.memory, self.memory_lengths = self.memory[rows], self.memory_lengths[rows]
-        cache.keep(rows)
+        utterances = rows.view(-1, self.beams)[:, 0] // self.beams  # rows come in whole blocks of beams
+        self.memory, self.memory_lengths = self.memory[utterances], self.memory_lengths[utterances]
+        cache.keep(rows, utterances)
         return cache
 
 
@@ -194,16 +197,15 @@ def beam_search(
     if lm_weight < 0:  # the stopping rule relies on scores only falling as hypotheses grow
         raise ValueError(f"lm_weight must be >= 0, got {lm_weight}")
     k = beam_size
-    memory_rows = memory.repeat_interleave(k, dim=0)  # (batch * k, frames, d)
-    lengths_rows = memory_lengths.repeat_interleave(k, dim=0)
+    lengths_rows = memory_lengths.repeat_interleave(k, dim=0)  # (batch * k,): the CTC scorer's rows
     use_ctc = ctc_log_probs is not None and ctc_weight > 0
     scorers: list[tuple[Scorer, float]] = [
-        (AttentionScorer(network, memory_rows, lengths_rows), 1.0 - ctc_weight if use_ctc else 1.0)
+        (AttentionScorer(network, memory, memory_lengths, k), 1.0 - ctc_weight if use_ctc else 1.0)
     ]
     if use_ctc:
         scorers.append((CTCScorer(ctc_log_probs.repeat_interleave(k, dim=0), lengths_rows, blank, eos), ctc_weight))
     if lm is not None and lm_weight > 0:
-        scorers.append((LMScorer(lm, memory_rows.size(0)), lm_weight))
+        scorers.append((LMScorer(lm, memory.size(0) * k), lm_weight))
     max_lens = max_output_lengths(memory_lengths, max_len_ratio)
     return scored_beam_search(scorers, max_lens, sos, eos, k, length_penalty, nbest, banned)
 

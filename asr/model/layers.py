@@ -131,6 +131,8 @@ class MultiHeadAttention(nn.Module):
     ) -> tuple[Tensor, Tensor | None]:
         """x: (batch, tq, d) queries; source: (batch, tk, d) keys/values (default x).
         mask: bool, broadcastable to (batch, heads, tq, tk), True where attention is allowed.
+        Cross-attention in beam search: x has beams * utterances rows (utterance-major) and source one per utterance;
+        each utterance's beams then attend as extra queries of one attention call (mask: (utterances, 1, 1, tk)).
         Returns (batch, tq, d) and, if need_weights, the attention weights (batch, heads, tq, tk)."""
         q = self._heads(self.q(x))
         if cross and kv_cache is not None and self in kv_cache:
@@ -144,6 +146,10 @@ class MultiHeadAttention(nn.Module):
                     k, v = torch.cat([pk, k], dim=2), torch.cat([pv, v], dim=2)
                 kv_cache[self] = (k, v)
         dropout = self.dropout if self.training else 0.0
+        rows, groups = q.size(0), q.size(0) // k.size(0)
+        if groups > 1:  # beams of one utterance share its encoder keys/values: fold them into the query axis
+            _, h, tq, dh = q.shape
+            q = q.view(k.size(0), groups, h, tq, dh).transpose(1, 2).reshape(k.size(0), h, groups * tq, dh)
         if need_weights:
             scores = (q @ k.transpose(-1, -2)) / math.sqrt(self.d_head)
             if mask is not None:
@@ -153,6 +159,10 @@ class MultiHeadAttention(nn.Module):
         else:
             weights = None
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
+        if groups > 1:  # (utterances, heads, beams * tq, ...) -> (rows, heads, tq, ...)
+            y = y.view(k.size(0), h, groups, tq, dh).transpose(1, 2).reshape(rows, h, tq, dh)
+            if weights is not None:
+                weights = weights.view(k.size(0), h, groups, tq, -1).transpose(1, 2).reshape(rows, h, tq, -1)
         b, h, t, dh = y.shape
         return self.out(y.transpose(1, 2).reshape(b, t, h * dh)), weights
 

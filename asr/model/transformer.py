@@ -79,10 +79,12 @@ class DecoderCache:
             if module not in self.cross:
                 self.kv[module] = (k.index_select(0, rows), v.index_select(0, rows))
 
-    def keep(self, rows: Tensor) -> None:
-        """Keep only `rows` (utterances that are done leave the batch): every entry, cross-attention included."""
+    def keep(self, rows: Tensor, utterances: Tensor | None = None) -> None:
+        """Keep only `rows` (utterances that are done leave the batch): every entry, cross-attention included.
+        When the cross-attention entries hold one row per utterance (beam search), `utterances` says which stay."""
         for module, (k, v) in self.kv.items():
-            self.kv[module] = (k.index_select(0, rows), v.index_select(0, rows))
+            pick = utterances if module in self.cross and utterances is not None else rows
+            self.kv[module] = (k.index_select(0, pick), v.index_select(0, pick))
 
 
 class Decoder(nn.Module):
