@@ -79,7 +79,7 @@ def ctc_align(
         running = (t < lengths)[:, None]
         alpha = torch.where(running, best + emit[:, t], alpha)
         choices[t] = choice.to(torch.int8).cpu()
-    alpha, lengths = alpha.cpu(), lengths.cpu()
+    final, steps = alpha.cpu().tolist(), choices.numpy()  # the backtrace walks plain numbers, not tensors
     out: list[list[tuple[int, int]] | None] = []
     for b, toks in enumerate(token_lists):
         last = 2 * len(toks)  # the final blank; the final token is state last - 1
@@ -87,16 +87,19 @@ def ctc_align(
         if not toks or n < len(toks):
             out.append(None if toks else [])
             continue
-        s = last if alpha[b, last] >= alpha[b, last - 1] else last - 1
-        if alpha[b, s] == NEG_INF:
+        s = last if final[b][last] >= final[b][last - 1] else last - 1
+        if final[b][s] == NEG_INF:
             out.append(None)
             continue
-        frames_of: list[list[int]] = [[] for _ in toks]
+        spans = [[n, 0] for _ in toks]  # [first, last + 1) frames of each token
+        path = steps[:, b]
         for t in range(n - 1, -1, -1):
             if s % 2 == 1:
-                frames_of[s // 2].append(t)
-            s -= int(choices[t, b, s]) if t > 0 else 0
-        out.append([(min(f), max(f) + 1) for f in frames_of])
+                span = spans[s // 2]
+                span[0], span[1] = t, max(span[1], t + 1)
+            if t > 0:
+                s -= int(path[t, s])
+        out.append([(a, e) for a, e in spans])
     return out
 
 
