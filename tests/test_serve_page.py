@@ -68,8 +68,20 @@ def test_page_transcribes_an_uploaded_file_and_shows_errors(tone_model, tone_cor
             assert len(rows) == len(expected.segments)
             assert rows[0].find_elements(By.TAG_NAME, "td")[2].text == expected.segments[0].text
             assert not driver.find_element(By.ID, "error").is_displayed()
-            # The transcript heading has the focus (keyboard users land on the result), the buttons are reachable.
+            # The transcript heading has the focus (keyboard users land on the result), and Tab walks from there
+            # through the copy and download buttons.
             assert driver.switch_to.active_element.get_attribute("id") == "result-title"
+            from selenium.webdriver.common.keys import Keys
+
+            tabbed = []
+            for _ in range(4):
+                driver.switch_to.active_element.send_keys(Keys.TAB)
+                tabbed.append(driver.switch_to.active_element.get_attribute("id"))
+            assert tabbed == ["copy", "dl-txt", "dl-srt", "dl-vtt"]
+            copy = driver.find_element(By.ID, "copy")
+            driver.execute_script("arguments[0].focus()", copy)
+            copy.send_keys(Keys.ENTER)  # Enter on a button works as a click: copied, or selected for Ctrl+C
+            wait.until(lambda d: "text" in d.find_element(By.ID, "status").text)
             srt = driver.execute_script("return formats.srt()")
             from asr.transcript import to_srt
 
