@@ -150,6 +150,11 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _model_name(path: Path) -> str:
+    """What /v1/models calls a model file: its stem, or its folder's name for the usual exp/NAME/model.pt."""
+    return path.resolve().parent.name if path.stem == "model" and path.resolve().parent.name else path.stem
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     import os
 
@@ -169,7 +174,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     rec = _load_recognizer(args)
     options = _decoding_options(rec, args)
     config = ServeConfig(
-        model_id=args.model_id or Path(args.model).stem,
+        model_id=args.model_id or _model_name(Path(args.model)),
         max_batch=args.batch_size or rec.cfg.decode.batch_size,
         max_wait_ms=args.max_wait_ms,
         max_queue=args.max_queue,
@@ -426,7 +431,11 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     sv.add_argument("--port", type=int, default=8000, help="port (0: any free one; the log line says which)")
     sv.add_argument("--api-key", default=None, help="require Authorization: Bearer KEY on /v1/* (or set ASR_API_KEY)")
-    sv.add_argument("--model-id", default=None, help="the model's name in /v1/models (default: the file's stem)")
+    sv.add_argument(
+        "--model-id",
+        default=None,
+        help="the model's name in /v1/models (default: the file's stem; exp/NAME/model.pt: NAME)",
+    )
     sv.add_argument("--max-wait-ms", type=float, default=10.0, help="how long a chunk waits for others (default 10)")
     sv.add_argument("--max-queue", type=int, default=256, help="chunks waiting at most; then 503 (default 256)")
     sv.add_argument("--max-upload-mb", type=float, default=25.0, help="larger request bodies get 413 (default 25)")

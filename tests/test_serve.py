@@ -341,6 +341,7 @@ def test_asr_serve_command_logs_one_line_per_request(tone_model, files):
                 break
         assert port, "asr serve printed no address"
         c = client(f"http://127.0.0.1:{port}", "k1")
+        assert [m.id for m in c.models.list().data] == [tone_model.parent.name]  # exp/NAME/model.pt is NAME
         assert isinstance(transcribe(c, files["utt0"]).text, str)
         with pytest.raises(openai.BadRequestError):
             transcribe(c, files["broken"])
