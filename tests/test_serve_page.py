@@ -35,14 +35,19 @@ CHROMIUM = os.environ.get("CHROMIUM") or find("chromium", "chromium-browser", "g
 CHROMEDRIVER = os.environ.get("CHROMEDRIVER") or find("chromedriver")
 
 
-def headless_chromium():
-    """A headless chromium; the binary and driver are given, so Selenium never tries to download one."""
+def headless_chromium(microphone: Path | None = None):
+    """A headless chromium; the binary and driver are given, so Selenium never tries to download one. With
+    `microphone`, that wav file is the (fake) microphone and permission is granted without asking."""
     from selenium.webdriver.chrome.service import Service
 
     opts = webdriver.ChromeOptions()
     opts.binary_location = CHROMIUM
     for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1000,1100"):
         opts.add_argument(arg)
+    if microphone is not None:
+        for arg in ("--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream"):
+            opts.add_argument(arg)
+        opts.add_argument(f"--use-file-for-fake-audio-capture={microphone}")
     return webdriver.Chrome(options=opts, service=Service(executable_path=CHROMEDRIVER))
 
 
@@ -95,3 +100,38 @@ def test_page_transcribes_an_uploaded_file_and_shows_errors(tone_model, tone_cor
         finally:
             driver.quit()
     assert app.state.server.queue.stats.requests == 1  # the bad file never reached the decoder
+
+
+@pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER), reason="needs chromium and chromedriver (apt-get install ...)")
+def test_page_records_from_the_microphone_and_transcribes(tone_model, tone_corpus):
+    """MediaRecorder on chromium's fake microphone (a test wav played in a loop) -> WAV made in the page -> the
+    server -> a transcript of about the recorded length."""
+    rec = load_model(tone_model)
+    wav = Path(read_manifest(tone_corpus["test"])[0].audio_filepath)
+    app = create_app(rec, rec.options(), ServeConfig(model_id="tone"))
+    with running(app) as url:
+        driver = headless_chromium(microphone=wav)
+        try:
+            wait = WebDriverWait(driver, 60)
+            driver.get(url + "/")
+            wait.until(EC.text_to_be_present_in_element((By.ID, "model"), "Model tone"))
+            button = driver.find_element(By.ID, "record")
+            assert button.is_enabled()
+            button.click()
+            wait.until(EC.text_to_be_present_in_element((By.ID, "record"), "Stop"))
+            import time
+
+            time.sleep(2.0)
+            button.click()
+            wait.until(EC.visibility_of_element_located((By.ID, "result")))
+            assert not driver.find_element(By.ID, "error").is_displayed()
+            meta = driver.find_element(By.ID, "result-meta").text  # "(2.01 s of audio)"
+            seconds = float(meta.strip("()").split()[0])
+            assert 1.0 < seconds < 4.0, meta
+            # The fake microphone loops the file, so the recording holds its words over and over (cut anywhere).
+            heard = driver.find_element(By.ID, "transcript").text.split()
+            spoken = set(rec.transcribe([str(wav)])[0].text.split())
+            assert len(heard) >= 2 and sum(w in spoken for w in heard) >= 0.75 * len(heard), (heard, spoken)
+        finally:
+            driver.quit()
+    assert app.state.server.queue.stats.requests <= 1
