@@ -106,3 +106,18 @@ def test_bad_manifest_line_names_file_and_line(tmp_path, line, message):
     path.write_text(good + "\n\n" + line + "\n")
     with pytest.raises(ManifestError, match=rf"bad\.jsonl:3: .*{message}"):
         read_manifest(path)
+
+
+def test_manifest_bytes_that_are_not_utf8_name_file_line_and_byte(tmp_path, tone_model, capsys):
+    from asr.cli import main
+
+    path = tmp_path / "latin1.jsonl"
+    good = b'{"audio_filepath": "a.wav", "duration": 1.0, "text": "ok"}\n'
+    bad = '{"audio_filepath": "b.wav", "duration": 1.0, "text": "caf\u00e9"}\n'.encode("latin-1")
+    path.write_bytes(b"\xef\xbb\xbf" + good + bad)
+    with pytest.raises(ManifestError, match=r"latin1\.jsonl:2: not UTF-8 text \(byte 0xe9 at column 58\)"):
+        read_manifest(path)
+    assert main(["evaluate", "--model", str(tone_model), "--manifest", str(path)]) == 2  # a clear error, no crash
+    assert "latin1.jsonl:2: not UTF-8" in capsys.readouterr().err
+    path.write_bytes(b"\xef\xbb\xbf" + good)  # a BOM on the first line is fine
+    assert read_manifest(path)[0].text == "ok"

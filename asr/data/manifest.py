@@ -42,11 +42,15 @@ def read_manifest(path: str | Path, for_transcription: bool = False) -> list[Utt
         raise ManifestError(f"{path}: manifest not found")
     base = path.resolve().parent
     utts = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
+    with open(path, "rb") as f:  # bytes: a line that is not UTF-8 is an error naming its line, not a codec crash
+        for lineno, raw in enumerate(f, 1):
+            where = f"{path}:{lineno}"
+            try:
+                line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")  # a BOM on the first line is allowed
+            except UnicodeDecodeError as e:
+                raise ManifestError(f"{where}: not UTF-8 text (byte 0x{raw[e.start]:02x} at column {e.start + 1})") from None
             if not line.strip():
                 continue
-            where = f"{path}:{lineno}"
             try:
                 item = json.loads(line)
             except json.JSONDecodeError as e:
