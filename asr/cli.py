@@ -128,12 +128,21 @@ def _decoding_options(rec, args: argparse.Namespace):
     return options
 
 
-def cmd_transcribe(args: argparse.Namespace) -> int:
+def _add_chunk_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--max-chunk-seconds", type=float, default=None, help="longest chunk decoded at once (default 20)")
+
+
+def _check_chunk_seconds(args: argparse.Namespace) -> None:
     from asr.segment import MIN_CHUNK_SECONDS
-    from asr.transcribe import find_inputs, transcribe_inputs
 
     if args.max_chunk_seconds is not None and not args.max_chunk_seconds >= MIN_CHUNK_SECONDS:
         raise ValueError(f"--max-chunk-seconds must be at least {MIN_CHUNK_SECONDS}, got {args.max_chunk_seconds}")
+
+
+def cmd_transcribe(args: argparse.Namespace) -> int:
+    from asr.transcribe import find_inputs, transcribe_inputs
+
+    _check_chunk_seconds(args)
     rec = _load_recognizer(args)
     options = _decoding_options(rec, args)
     items, errors = find_inputs(args.audio)
@@ -162,10 +171,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         from asr.serve import ServeConfig, serve
     except ImportError as e:
         raise ImportError(f"asr serve needs the serve extra: pip install -e '.[serve]' ({e})") from None
-    from asr.segment import MIN_CHUNK_SECONDS
-
-    if args.max_chunk_seconds is not None and not args.max_chunk_seconds >= MIN_CHUNK_SECONDS:
-        raise ValueError(f"--max-chunk-seconds must be at least {MIN_CHUNK_SECONDS}, got {args.max_chunk_seconds}")
+    _check_chunk_seconds(args)
     for name in ("max_wait_ms", "max_upload_mb", "max_audio_seconds"):
         if not getattr(args, name) > 0:
             raise ValueError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
@@ -338,7 +344,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tr.add_argument("--model", required=True)
     _add_decode_flags(tr, "chunks")
-    tr.add_argument("--max-chunk-seconds", type=float, default=None, help="longest chunk decoded at once (default 20)")
+    _add_chunk_flag(tr)
     tr.add_argument(
         "--format",
         choices=["txt", "json", "srt", "vtt"],
@@ -417,9 +423,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     b.add_argument("--cache-dir", default=None, help="decoded hypotheses and timings (default: OUT/cache)")
 
-    from asr.data.corpora import CORPORA
-
-    corpora_help = "\n".join(f"  {c.name:17s}{c.description}\n  {'':17s}splits: {c.splits}" for c in CORPORA.values())
     sv = sub.add_parser(
         "serve",
         help="an OpenAI-compatible transcription server (POST /v1/audio/transcriptions) and a web page at /",
@@ -440,8 +443,11 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--max-queue", type=int, default=256, help="chunks waiting at most; then 503 (default 256)")
     sv.add_argument("--max-upload-mb", type=float, default=25.0, help="larger request bodies get 413 (default 25)")
     sv.add_argument("--max-audio-seconds", type=float, default=3600.0, help="longer audio gets 400 (default 3600)")
-    sv.add_argument("--max-chunk-seconds", type=float, default=None, help="longest chunk decoded at once (default 20)")
+    _add_chunk_flag(sv)
 
+    from asr.data.corpora import CORPORA
+
+    corpora_help = "\n".join(f"  {c.name:17s}{c.description}\n  {'':17s}splits: {c.splits}" for c in CORPORA.values())
     pr = sub.add_parser(
         "prepare",
         help="build train/dev/test manifests for a corpus (optionally download it)",

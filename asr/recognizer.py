@@ -163,12 +163,15 @@ class Recognizer(nn.Module):
     # --- 3. encoder output -> text --------------------------------------------------------------------------------
 
     @torch.no_grad()
-    def decode(self, encoded: Encoded, options: DecodingOptions | None = None) -> list[Hypothesis]:
-        """The best hypothesis of each encoded utterance (with `alternatives` when options.nbest > 1)."""
+    def decode(
+        self, encoded: Encoded, options: DecodingOptions | None = None, align_times: bool = True
+    ) -> list[Hypothesis]:
+        """The best hypothesis of each encoded utterance (with `alternatives` when options.nbest > 1), with token
+        times (`align_times=False`: only where the decoder has its own, for scoring that needs no times)."""
         options = self.options() if options is None else options
         self.check(options)
         lm = self.lm if options.lm_weight > 0 else None
-        return decode(self.network, encoded, options, self.tokenizer, lm)
+        return decode(self.network, encoded, options, self.tokenizer, lm, align_times)
 
     # --- files and arrays of any length -> transcripts ------------------------------------------------------------
 
@@ -181,6 +184,7 @@ class Recognizer(nn.Module):
         batch_size: int | None = None,
         max_chunk_seconds: float | None = None,
         cut_at_pauses: bool = True,
+        align_times: bool = True,
         **given: Any,
     ) -> list[Transcript]:
         """Files (any format/rate/channels soundfile reads), manifest `Utterance`s (their offset/duration span) or
@@ -189,14 +193,15 @@ class Recognizer(nn.Module):
         and/or keywords (beam_size=10, ...).
 
         Long inputs are cut at pauses into chunks of at most `max_chunk_seconds` (default 20); with
-        `cut_at_pauses=False` each input is decoded whole. Unreadable files raise `AudioError` naming them.
+        `cut_at_pauses=False` each input is decoded whole; `align_times=False` skips the word times of attention
+        decoders (scoring needs only text). Unreadable files raise `AudioError` naming them.
         The three steps (`cut`, `decode_waveforms`, `assemble`) are public so the server (asr.serve) can batch the
         chunks of concurrent requests together and still give what this call gives."""
         options = self.options(options, **given)
         wavs = [self.load(x, sample_rate) for x in inputs]
         cuts = [self.cut(w, max_chunk_seconds, cut_at_pauses) for w in wavs]
         chunks = [c for w, cs in zip(wavs, cuts) for c in self.chunks(w, cs)]
-        decoded = iter(self.decode_waveforms(chunks, options, batch_size or self.cfg.decode.batch_size))
+        decoded = iter(self.decode_waveforms(chunks, options, batch_size, align_times))
         return [self.assemble(w, cs, [next(decoded) for _ in cs]) for w, cs in zip(wavs, cuts)]
 
     def cut(self, wav: Tensor, max_chunk_seconds: float | None = None, cut_at_pauses: bool = True) -> list[Segment]:
@@ -215,7 +220,11 @@ class Recognizer(nn.Module):
         return [wav[round(c.start * sr) : round(c.end * sr)] for c in cuts]
 
     def decode_waveforms(
-        self, chunks: Sequence[Tensor], options: DecodingOptions, batch_size: int | None = None
+        self,
+        chunks: Sequence[Tensor],
+        options: DecodingOptions,
+        batch_size: int | None = None,
+        align_times: bool = True,
     ) -> list[Hypothesis]:
         """Mono waveforms at the model's rate, each decoded whole, in batches of similar length (less padding):
         one Hypothesis each, in the order given. Token times are seconds from each chunk's start."""
@@ -224,7 +233,8 @@ class Recognizer(nn.Module):
         hyps: list[Hypothesis | None] = [None] * len(chunks)
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
-            for i, h in zip(idx, self.decode(self.encode([chunks[i] for i in idx], warps=options.warps), options)):
+            encoded = self.encode([chunks[i] for i in idx], warps=options.warps)
+            for i, h in zip(idx, self.decode(encoded, options, align_times)):
                 hyps[i] = h
         return hyps  # type: ignore[return-value]
 

@@ -594,7 +594,7 @@ def _dev_wer(recognizer: Recognizer, utts: list[Utterance]) -> float:
             refs.append(u.text)
         except Exception:  # reported when the dev set was loaded for validation
             continue
-    found = recognizer.transcribe(wavs, decoder="greedy", sample_rate=sr, cut_at_pauses=False)
+    found = recognizer.transcribe(wavs, decoder="greedy", sample_rate=sr, cut_at_pauses=False, align_times=False)
     return error_rates(refs, [t.text for t in found]).wer
 
 

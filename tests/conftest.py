@@ -90,6 +90,14 @@ def tone_model(tone_corpus, tmp_path_factory) -> Path:
     return out / "model.pt"
 
 
+def tone_config(corpus: dict, out_dir: Path, *overrides: str):
+    """The tiny tone-task Config (TINY_OVERRIDES, the corpus's train/dev manifests, out_dir) plus `overrides`."""
+    from asr.config import load_config
+
+    data = [f"data.train_manifest={corpus['train']}", f"data.dev_manifest={corpus['dev']}", f"train.out_dir={out_dir}"]
+    return load_config(None, TINY_OVERRIDES + data + list(overrides))
+
+
 def write_tone_config(folder: Path, corpus: dict) -> Path:
     """A recipe YAML for the tone task: TINY_OVERRIDES as nested sections, plus the manifests."""
     import yaml
@@ -107,22 +115,16 @@ def write_tone_config(folder: Path, corpus: dict) -> Path:
 @pytest.fixture(scope="session")
 def tone_nat_model(tone_corpus, tmp_path_factory) -> Path:
     """The tiny tone model with a trained non-autoregressive head (for nat-length, nat-max, mask-ctc)."""
-    from asr.config import load_config
     from asr.training import train
 
     out = tmp_path_factory.mktemp("tone_nat")
-    cfg = load_config(
-        None,
-        TINY_OVERRIDES
-        + [
-            f"data.train_manifest={tone_corpus['train']}",
-            f"data.dev_manifest={tone_corpus['dev']}",
-            f"train.out_dir={out}",
-            "train.max_epochs=20",
-            "model.nat_decoder_layers=2",
-            "loss.nat_weight=1.0",
-            "loss.nat_length_weight=0.3",
-            "train.attention_plots=0",
-        ],
+    cfg = tone_config(
+        tone_corpus,
+        out,
+        "train.max_epochs=20",
+        "model.nat_decoder_layers=2",
+        "loss.nat_weight=1.0",
+        "loss.nat_length_weight=0.3",
+        "train.attention_plots=0",
     )
     return train(cfg)

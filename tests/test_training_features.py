@@ -14,7 +14,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from conftest import TINY_OVERRIDES, write_tone_config
+from conftest import tone_config, write_tone_config
 
 from asr.augment import WaveformAugment, room_impulse_responses
 from asr.config import Config, SpecAugmentConfig, load_config
@@ -311,19 +311,14 @@ def test_bf16_mixed_precision_trains(tone_corpus, tmp_path):
                 if isinstance(m, torch.nn.Linear):
                     m.register_forward_hook(lambda _m, _i, out: self.seen.add(out.dtype))
 
-    cfg = load_config(
-        None,
-        TINY_OVERRIDES
-        + [
-            f"data.train_manifest={tone_corpus['train']}",
-            f"data.dev_manifest={tone_corpus['dev']}",
-            f"train.out_dir={tmp_path}",
-            "train.max_epochs=1",
-            "train.precision=bf16-mixed",
-            "train.average_checkpoints=0",
-            "train.attention_plots=0",
-            "loss.ctc_weight=0.3",
-        ],
+    cfg = tone_config(
+        tone_corpus,
+        tmp_path,
+        "train.max_epochs=1",
+        "train.precision=bf16-mixed",
+        "train.average_checkpoints=0",
+        "train.attention_plots=0",
+        "loss.ctc_weight=0.3",
     )
     dtypes = LinearDtypes()
     model = train(cfg, extra_callbacks=(dtypes,))
@@ -347,21 +342,16 @@ def test_budget_schedule_warms_up_then_falls_to_zero_with_the_budget():
 
 def test_budget_schedule_follows_the_wall_clock_budget(tone_corpus, tmp_path):
     # max_epochs alone would allow 200 epochs: the 0.25-minute budget is what must bring the rate down.
-    cfg = load_config(
-        None,
-        TINY_OVERRIDES
-        + [
-            f"data.train_manifest={tone_corpus['train']}",
-            f"data.dev_manifest={tone_corpus['dev']}",
-            f"train.out_dir={tmp_path}",
-            "train.max_epochs=200",
-            "train.max_minutes=0.25",
-            "train.lr_schedule=budget",
-            "train.warmup_steps=5",
-            "train.log_every_n_steps=1",
-            "train.average_checkpoints=0",
-            "train.attention_plots=0",
-        ],
+    cfg = tone_config(
+        tone_corpus,
+        tmp_path,
+        "train.max_epochs=200",
+        "train.max_minutes=0.25",
+        "train.lr_schedule=budget",
+        "train.warmup_steps=5",
+        "train.log_every_n_steps=1",
+        "train.average_checkpoints=0",
+        "train.attention_plots=0",
     )
     train(cfg)
     metrics = sorted((tmp_path / "logs").glob("version_*"))[-1] / "metrics.csv"
