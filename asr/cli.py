@@ -502,6 +502,7 @@ def main(argv: list[str] | None = None) -> int:
     from asr.audio import AudioError
     from asr.config import ConfigError
     from asr.data.manifest import ManifestError
+    from asr.outputs import OutputError, OutputExistsError
 
     try:
         if args.command == "train":
@@ -514,7 +515,7 @@ def main(argv: list[str] | None = None) -> int:
             "benchmark": cmd_benchmark,
             "serve": cmd_serve,
         }[args.command](args)
-    except (ConfigError, ManifestError, AudioError, FileNotFoundError, ValueError) as e:
+    except (ConfigError, ManifestError, AudioError, OutputExistsError, OutputError, FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except ImportError as e:  # an optional extra that is not installed (eSpeak NG for synth/tts): say which
