@@ -8,6 +8,7 @@
     asr benchmark --models A.pt B.pt --sets test.jsonl --decoders greedy,beam10,ctc [--by speaker] [--out DIR]
     asr train-lm --model M --manifest train.jsonl --out lm.pt [--minutes 2]           asr.lm
     asr serve --model M [decode flags] [--host 127.0.0.1] [--port 8000] [--api-key K]  asr.serve
+    asr validate MANIFEST... [--audio]                                                asr.data.validate
 
 Decode flags (transcribe, evaluate, serve): --decoder NAME[:key=value,...], --beam-size, --ctc-weight, --lm/--lm-weight,
 --length-penalty, --max-len-ratio, --vtln-warps, --batch-size, --device; they become one DecodingOptions
@@ -197,13 +198,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from asr.benchmark.report import hypothesis_rows, render_evaluation, write_hypotheses
     from asr.benchmark.run import evaluate
     from asr.data.manifest import read_manifest
+    from asr.outputs import check_output
 
     rec = _load_recognizer(args)
     options = _decoding_options(rec, args)
+    default = Path(args.model).parent / "decode" / f"{Path(args.manifest).stem}_{options.slug()}.jsonl"
+    out = check_output(Path(args.out) if args.out else default)  # before decoding, not after
     result = evaluate(rec, args.manifest, options, batch_size=args.batch_size)
     rows = hypothesis_rows(result, read_manifest(args.manifest))
-    default = Path(args.model).parent / "decode" / f"{Path(args.manifest).stem}_{options.slug()}.jsonl"
-    out = write_hypotheses(Path(args.out) if args.out else default, rows)
+    write_hypotheses(out, rows)
     print(render_evaluation(result, rows, rec.tokenizer.normalizer), end="")
     if options.lm_weight > 0:
         print(f"LM: {args.lm} (shallow fusion, weight {options.lm_weight:g})")
@@ -211,14 +214,29 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_validate(args: argparse.Namespace) -> int:
+    from asr.data.validate import validate_manifest
+
+    failed = False
+    for path in args.manifests:
+        result = validate_manifest(path, audio=args.audio, for_transcription=args.for_transcription)
+        for p in result.problems:
+            print(p)
+        print(result.summary(args.audio))
+        failed |= result.bad_lines > 0
+    return 1 if failed else 0
+
+
 def cmd_train_lm(args: argparse.Namespace) -> int:
     import dataclasses
 
     from asr.lm import LMConfig, LMTrainConfig, read_sentences, save_lm, train_lm
+    from asr.outputs import check_output
     from asr.recognizer import load_model
 
     if not args.text and not args.manifest:
         raise ValueError("asr train-lm needs training text: --text FILE.txt and/or --manifest FILE.jsonl")
+    check_output(args.out)  # before training, not after
     tokenizer = load_model(args.model).tokenizer  # the ASR model's vocabulary, so that token ids line up
     sentences = read_sentences(args.text or (), args.manifest or ())
     dev = read_sentences(args.dev_text or (), args.dev_manifest or ()) if args.dev_text or args.dev_manifest else None
@@ -242,15 +260,17 @@ def cmd_train_lm(args: argparse.Namespace) -> int:
 
 
 def cmd_benchmark(args: argparse.Namespace) -> int:
-    from asr.benchmark.report import render_markdown, write_report
+    from asr.benchmark.report import REPORT_FILES, render_markdown, write_report
     from asr.benchmark.run import BenchmarkSpec, run_benchmark
     from asr.decoding.options import parse_decoders
+    from asr.outputs import check_outputs
 
     if args.device.startswith("cuda"):
         import torch
 
         if not torch.cuda.is_available():
             raise ValueError(f"--device {args.device}: CUDA is not available here (use --device cpu)")
+    check_outputs([Path(args.out) / name for name in REPORT_FILES])  # before decoding, not after
     spec = BenchmarkSpec(
         models=[Path(m) for m in args.models],
         sets=[Path(s) for s in args.sets],
@@ -296,8 +316,11 @@ PREPARE_OPTIONS = (
 def cmd_prepare(args: argparse.Namespace) -> int:
     from asr.data.corpora import download_corpus, get_corpus, prepare_corpus
     from asr.data.download import DownloadError, UnsafeArchiveError
+    from asr.outputs import check_outputs
 
     corpus = get_corpus(args.corpus)
+    # Before any download or generation: a user's file named like a manifest is refused now, not after the work.
+    check_outputs([Path(args.out) / f"{split}.jsonl" for split in ("train", "dev", "test")])
     given = {k: getattr(args, k) for k in PREPARE_OPTIONS if getattr(args, k) is not None}
     wrong = [k for k in given if k not in corpus.options]
     if wrong:
@@ -324,6 +347,14 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_overwrite_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace existing output files even if asr did not write them (by default those are refused)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="asr", description="Speech-Transformer ASR toolkit")
     sub = p.add_subparsers(dest="command", required=True)
@@ -335,6 +366,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     t.add_argument("--config", required=True, help="recipe YAML (e.g. recipes/fsdd/conf.yaml)")
     t.add_argument("--resume", action="store_true", help="continue from <out_dir>/checkpoints/last.ckpt")
+    _add_overwrite_flag(t)
 
     tr = sub.add_parser(
         "transcribe",
@@ -352,6 +384,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="txt: path<TAB>text; json: one object a line with timed, scored segments; srt/vtt: subtitles",
     )
     tr.add_argument("--out-dir", default=None, help="write one file per input here instead of printing")
+    _add_overwrite_flag(tr)
     tr.add_argument("audio", nargs="+", help="audio files, folders (searched recursively) or .jsonl manifests")
 
     e = sub.add_parser(
@@ -363,6 +396,22 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--manifest", required=True)
     _add_decode_flags(e, "utterances")
     e.add_argument("--out", default=None, help="hypotheses JSONL (default: next to the model, in decode/)")
+    _add_overwrite_flag(e)
+
+    v = sub.add_parser(
+        "validate",
+        help="check manifests line by line and report every problem as file:line: problem (exit 1 if any error)",
+        epilog="without --audio only the lines are checked (what every command checks on reading a manifest): JSON, "
+        "required fields and types, durations, offsets, duplicate ids, empty or odd text; --audio also opens every "
+        "file: missing or unreadable, a segment outside its file, too short, a duration that disagrees with the file",
+    )
+    v.add_argument("manifests", nargs="+", help="JSONL manifests")
+    v.add_argument("--audio", action="store_true", help="open and decode every utterance's audio too")
+    v.add_argument(
+        "--for-transcription",
+        action="store_true",
+        help="a manifest for asr transcribe: only audio_filepath is required, ids need not be unique",
+    )
 
     lm = sub.add_parser(
         "train-lm",
@@ -375,6 +424,7 @@ def build_parser() -> argparse.ArgumentParser:
     lm.add_argument("--dev-text", nargs="+", help="dev text for perplexity (default: hold out --dev-fraction)")
     lm.add_argument("--dev-manifest", nargs="+", help="dev manifests for perplexity")
     lm.add_argument("--out", required=True, help="LM file to write")
+    _add_overwrite_flag(lm)
     lm.add_argument("--epochs", type=int, default=None, help="passes over the text (default 10)")
     lm.add_argument("--minutes", dest="max_minutes", type=float, default=None, help="wall-clock budget (0 = none)")
     lm.add_argument("--batch-size", type=int, default=None, help="sentences per batch (default 64)")
@@ -406,6 +456,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--sets", nargs="+", required=True, help="test manifests (JSONL)")
     b.add_argument("--decoders", nargs="+", default=["greedy"], help="decoding setups (default: greedy)")
     b.add_argument("--out", default="benchmark", help="output folder (default: benchmark/)")
+    _add_overwrite_flag(b)
     b.add_argument(
         "--by",
         action="append",
@@ -457,6 +508,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("corpus", choices=list(CORPORA))
     pr.add_argument("--data-dir", help="where the corpus is, or where --download puts it")
     pr.add_argument("--out", required=True, help="output folder for the manifests (and generated wavs)")
+    _add_overwrite_flag(pr)
     pr.add_argument(
         "--download",
         action="store_true",
@@ -489,6 +541,20 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _run(args: argparse.Namespace, extra: list[str]) -> int:
+    if args.command == "train":
+        return cmd_train(args, extra)
+    return {
+        "transcribe": cmd_transcribe,
+        "evaluate": cmd_evaluate,
+        "prepare": cmd_prepare,
+        "train-lm": cmd_train_lm,
+        "benchmark": cmd_benchmark,
+        "serve": cmd_serve,
+        "validate": cmd_validate,
+    }[args.command](args)
+
+
 def main(argv: list[str] | None = None) -> int:
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(message)s"))
@@ -502,19 +568,11 @@ def main(argv: list[str] | None = None) -> int:
     from asr.audio import AudioError
     from asr.config import ConfigError
     from asr.data.manifest import ManifestError
-    from asr.outputs import OutputError, OutputExistsError
+    from asr.outputs import OutputError, OutputExistsError, allow_overwrite
 
     try:
-        if args.command == "train":
-            return cmd_train(args, extra)
-        return {
-            "transcribe": cmd_transcribe,
-            "evaluate": cmd_evaluate,
-            "prepare": cmd_prepare,
-            "train-lm": cmd_train_lm,
-            "benchmark": cmd_benchmark,
-            "serve": cmd_serve,
-        }[args.command](args)
+        with allow_overwrite(getattr(args, "overwrite", False)):
+            return _run(args, extra)
     except (ConfigError, ManifestError, AudioError, OutputExistsError, OutputError, FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

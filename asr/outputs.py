@@ -3,12 +3,13 @@
     with atomic_path("exp/a/model.pt") as tmp: torch.save(blob, tmp)   # tmp sits in the same folder; renamed on success
     with atomic_open("hyps.jsonl") as f: f.write(...)
     check_output("hyps.jsonl")          # before a long job: OutputExistsError now rather than after an hour
+    check_outputs([...])                # many at once, one error naming them
     with allow_overwrite(args.overwrite): ...                          # what a command's --overwrite turns on
 
 Atomic: the data goes to a temporary file beside the target, which is renamed over it only once complete, so a
 crash, a kill or a full disk leaves either the old file or the new one, never half of one (and no temporary file).
 
-Ownership: each file written here is recorded in its folder's `.asr-outputs.json` (name -> size and modification
+Ownership: each file written here is recorded in its folder's `.asr-outputs` (name -> size and modification
 time). An existing file counts as the toolkit's own when that record still matches it; anything else -- a user's
 file, or one of ours edited since -- is refused with `OutputExistsError` unless overwriting is allowed.
 """
@@ -26,7 +27,7 @@ import time
 from pathlib import Path
 from typing import IO, Iterator
 
-LEDGER = ".asr-outputs.json"
+LEDGER = ".asr-outputs"  # JSON; no .json suffix, so globs for outputs (*.json, *.jsonl) do not pick it up
 
 _overwrite = contextvars.ContextVar("asr_overwrite", default=False)
 
@@ -130,6 +131,25 @@ def check_output(path: str | Path, overwrite: bool | None = None) -> Path:
     raise OutputExistsError(
         f"{path}: already exists and was not written by asr (or was changed since); pass --overwrite to replace it"
     )
+
+
+def check_outputs(paths: list[Path], overwrite: bool | None = None) -> None:
+    """check_output for many files (a command's --out-dir): one OutputExistsError naming the first few."""
+    refused = []
+    for p in paths:
+        try:
+            check_output(p, overwrite)
+        except OutputExistsError as e:
+            refused.append((p, e))
+    if len(refused) == 1:
+        raise refused[0][1]
+    if refused:
+        more = f" and {len(refused) - 5} more" if len(refused) > 5 else ""
+        names = ", ".join(str(p) for p, _ in refused[:5]) + more
+        raise OutputExistsError(
+            f"{len(refused)} output files already exist and were not written by asr (or were changed since): {names}; "
+            "pass --overwrite to replace them"
+        )
 
 
 @contextlib.contextmanager

@@ -19,6 +19,7 @@ from asr.audio import AudioError, load_audio
 from asr.data.dataset import load_utterance
 from asr.data.manifest import Utterance, read_manifest
 from asr.decoding.options import DecodingOptions
+from asr.outputs import check_outputs, write_text
 from asr.transcript import render
 
 # Extensions picked up in folders: the audio containers libsndfile reads, and headerless .raw PCM.
@@ -95,6 +96,7 @@ def transcribe_inputs(
 
     sr = recognizer.cfg.features.sample_rate
     targets = output_files([it.name for it in items], out_dir, fmt) if out_dir else []
+    check_outputs(targets)  # before decoding anything: refusing after an hour of work would waste it
     headers = fmt in ("srt", "vtt") and out_dir is None and len(items) > 1  # which document is which
     group_files = 4 * (batch_size or recognizer.cfg.decode.batch_size)
     quiet = True if len(items) < PROGRESS_MIN_FILES else None  # None: tqdm shows the bar only on a terminal
@@ -109,8 +111,7 @@ def transcribe_inputs(
         for (i, _), t in zip(pending, found):
             label = items[i].label
             if out_dir is not None:
-                targets[i].parent.mkdir(parents=True, exist_ok=True)
-                targets[i].write_text(render(t, fmt, label), encoding="utf-8")
+                write_text(targets[i], render(t, fmt, label))
             elif fmt == "txt":
                 print(f"{label}\t{t.text}", flush=True)
             else:
@@ -122,7 +123,8 @@ def transcribe_inputs(
         try:
             pending.append((i, item.load(sr)))
         except AudioError as e:  # one bad file does not stop the others; the caller's exit code says it happened
-            tqdm.write(f"error: {e}", file=sys.stderr)
+            where = f"{item.source.source}: " if isinstance(item.source, Utterance) and item.source.source else ""
+            tqdm.write(f"error: {where}{e}", file=sys.stderr)
             failed += 1
             bar.update(1)
             continue

@@ -12,6 +12,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from asr.benchmark.analysis import BenchmarkReport, Comparison, SystemResult
+from asr.outputs import atomic_open, atomic_path, write_text
 
 CSV_FIELDS = [
     "model",
@@ -263,7 +264,7 @@ def _round(x: float | None) -> float | None:
 
 
 def write_csv(report: BenchmarkReport, path: Path) -> Path:
-    with open(path, "w", newline="", encoding="utf-8") as f:
+    with atomic_open(path, newline="") as f:
         w = csv.DictWriter(f, fieldnames=CSV_FIELDS)
         w.writeheader()
         for s in report.systems:
@@ -296,8 +297,7 @@ def report_dict(report: BenchmarkReport) -> dict:
 
 
 def write_json(report: BenchmarkReport, path: Path) -> Path:
-    path.write_text(json.dumps(report_dict(report), indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-    return path
+    return write_text(path, json.dumps(report_dict(report), indent=1, ensure_ascii=False) + "\n")
 
 
 def plot_wer_vs_rtf(report: BenchmarkReport, path: Path) -> Path:
@@ -331,16 +331,19 @@ def plot_wer_vs_rtf(report: BenchmarkReport, path: Path) -> Path:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
     return path
 
 
+REPORT_FILES = ("results.md", "results.csv", "results.json", "wer_vs_rtf.png")
+
+
 def write_report(report: BenchmarkReport, out_dir: str | Path) -> list[Path]:
+    """The report files in `out_dir` (each written atomically; `asr benchmark` checks them before decoding)."""
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    md = out_dir / "results.md"
-    md.write_text(render_markdown(report, details=True), encoding="utf-8")
+    md = write_text(out_dir / "results.md", render_markdown(report, details=True))
     return [
         md,
         write_csv(report, out_dir / "results.csv"),
@@ -373,12 +376,7 @@ def hypothesis_rows(s: SystemResult, utts: list) -> list[dict]:
 
 
 def write_hypotheses(path: str | Path, rows: list[dict]) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-    tmp.replace(path)
-    return path
+    return write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
 
 
 def render_evaluation(s: SystemResult, rows: list[dict], normalizer) -> str:

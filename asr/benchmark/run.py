@@ -37,6 +37,7 @@ from asr.benchmark.analysis import (
 )
 from asr.data.manifest import Utterance, read_manifest
 from asr.decoding.options import DecoderSetup, DecodingOptions
+from asr.outputs import write_text
 from asr.stats import Interval, bootstrap_interval
 
 log = logging.getLogger("asr")
@@ -141,10 +142,11 @@ def load_utterances(utts: list[Utterance], sample_rate: int) -> tuple[list, list
     for u in utts:
         try:
             wavs.append(load_utterance(u, sample_rate))
-        except AudioError as e:  # left out of the score and reported
-            log.warning("skipping %s", e)
+        except AudioError as e:  # left out of the score and reported, with the manifest line that names the file
+            reason = f"{u.source}: {e}" if u.source else str(e)
+            log.warning("skipping %s", reason)
             wavs.append(None)
-            skipped.append(str(e))
+            skipped.append(reason)
     return wavs, skipped
 
 
@@ -233,13 +235,10 @@ def load_cached(cache_dir: Path, key: CacheKey, n_utts: int) -> Decoded | None:
 
 
 def save_cached(cache_dir: Path, key: CacheKey, decoded: Decoded) -> Path:
-    path = key.path(cache_dir)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
     blob = {"version": CACHE_VERSION, "key": asdict(key), "decoded": asdict(decoded)}
-    tmp.write_text(json.dumps(blob, ensure_ascii=False), encoding="utf-8")
-    tmp.replace(path)  # atomic: an interrupted run leaves no half-written entry
-    return path
+    # Atomic: an interrupted run leaves no half-written entry. The cache is the toolkit's own folder, so an entry
+    # is replaced whoever wrote it (a stale one has been ignored by load_cached already).
+    return write_text(key.path(cache_dir), json.dumps(blob, ensure_ascii=False), overwrite=True)
 
 
 # --- one system: asr evaluate -------------------------------------------------------------------------------------

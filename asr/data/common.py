@@ -20,6 +20,7 @@ from typing import Iterable, Sequence
 
 from asr.audio import AudioError, audio_info
 from asr.data.manifest import Utterance, read_manifest, write_manifest
+from asr.outputs import check_output, write_text
 
 log = logging.getLogger("asr")
 
@@ -48,7 +49,7 @@ def unmark_prepared(out_dir: str | Path) -> None:
 
 def mark_prepared(out_dir: str | Path, params: dict) -> None:
     """After the last manifest is written."""
-    (Path(out_dir) / ".prepared.json").write_text(json.dumps(params, indent=1) + "\n")
+    write_text(Path(out_dir) / ".prepared.json", json.dumps(params, indent=1) + "\n", overwrite=True)
 
 
 @dataclass
@@ -142,10 +143,12 @@ def finish(
         if not utts:
             log.warning("%s: no utterances for the %s split; no manifest written", corpus or out, split)
             if path.is_file():
+                check_output(path)  # a user's file of that name is not ours to delete
                 path.unlink()
             continue
         utts = sorted(utts, key=lambda u: (str(u.extra.get("id", "")), u.audio_filepath))
         write_manifest(path, utts)
+        read_manifest(path)  # the checks every command runs on reading it (asr validate's): a bad line is named now
         manifests[split] = path
         speakers = {u.extra["speaker"] for u in utts if "speaker" in u.extra}
         stats[split] = SplitStats(len(utts), sum(u.duration for u in utts) / 3600, len(speakers))

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from asr.audio import AudioError, audio_info, load_audio, resample
+from asr.audio import AudioError, load_audio, resample
 from asr.data.manifest import Utterance, read_manifest
 from asr.text import CharTokenizer
 
@@ -73,7 +73,7 @@ class SpeechDataset(Dataset):
         try:
             wav = load_utterance(self.utts[i], self.sample_rate)
         except AudioError as e:  # a file broken after the start-up check: report it, train on
-            log.warning("skipping utterance: %s", e)
+            log.warning("skipping utterance %s: %s", self.utts[i].source, e)
             return None
         return i, self.augment(wav), self.tokens[i]
 
@@ -97,32 +97,28 @@ def load_split(
 ) -> list[Utterance]:
     """Read a manifest and drop (and report) utterances that cannot be used: missing or unreadable audio, shorter
     than one analysis window, longer than `max_duration`, or with an empty transcript."""
+    from asr.data.validate import audio_problems
+
     utts = read_manifest(manifest)
     kept, skipped = [], []
     for u in utts:
-        reason = None
         if u.duration > max_duration:
-            reason = f"longer than data.max_duration={max_duration:g} s ({u.duration:.1f} s)"
-        elif not u.text.strip():
-            reason = "empty transcript"
-        elif check_audio:
-            try:
-                frames, sr = audio_info(u.audio_filepath)
-                if "offset" in u.extra:  # a segment: its own length, and it must lie inside the file
-                    end = float(u.extra["offset"]) + u.duration
-                    if end * sr > frames + 0.01 * sr:
-                        reason = f"segment ends at {end:.2f} s, after the end of the file ({frames / sr:.2f} s)"
-                    frames = int(u.duration * sr)
-                if reason is None and frames * 16000 < min_frames * sr:
-                    reason = f"too short ({frames} samples)"
-            except AudioError as e:
-                reason = str(e)
-        if reason:
-            skipped.append((u.audio_filepath, reason))
+            skipped.append(f"{u.source}: longer than data.max_duration={max_duration:g} s ({u.duration:.1f} s)")
+            continue
+        if not u.text.strip():
+            skipped.append(f"{u.source}: empty transcript")
+            continue
+        problems = audio_problems(u, min_samples=min_frames) if check_audio else []
+        for p in problems:
+            if not p.error:
+                log.warning("%s", p)
+        errors = [p for p in problems if p.error]
+        if errors:
+            skipped.append(str(errors[0]))
         else:
             kept.append(u)
-    for path, reason in skipped[:20]:
-        log.warning("%s: skipping %s: %s", manifest, path, reason)
+    for reason in skipped[:20]:
+        log.warning("skipping %s", reason)
     if len(skipped) > 20:
         log.warning("%s: ... and %d more skipped", manifest, len(skipped) - 20)
     if not kept:
