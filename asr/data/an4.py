@@ -136,6 +136,7 @@ def prepare_an4(
     if has_test:
         splits["test"] = read_part(root, "test", skipped)
     else:
-        log.warning("an4: the test part (etc/an4_test.transcription + wav/an4test_clstk) is not in %s; "
-                    "no test manifest", root)
+        log.warning(
+            "an4: the test part (etc/an4_test.transcription + wav/an4test_clstk) is not in %s; no test manifest", root
+        )
     return finish(out_dir, splits, skipped, corpus="an4")

@@ -9,8 +9,8 @@ Layout of one language folder of a release (`data_dir`, e.g. `cv-corpus-17.0-202
 
 The official train/dev/test tables are used as they are (they already keep speakers apart); validated.tsv,
 other.tsv and invalidated.tsv are ignored. `client_id` (an anonymous hash) becomes the speaker. Sentences are
-kept as written (the recipe's normaliser, applied at training and scoring, keeps letters of any script). Clips that cannot be read are skipped and
-reported with the reason.
+kept as written (the recipe's normaliser, applied at training and scoring, keeps letters of any script). Clips
+that cannot be read are skipped and reported with the reason.
 """
 
 from __future__ import annotations

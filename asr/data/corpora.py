@@ -111,8 +111,13 @@ def _prepare_mini_librispeech(data_dir: str | Path, out_dir: str | Path) -> Prep
 
     found = find_subsets(data_dir)
     # Mini LibriSpeech has no test subset: LibriSpeech's test-clean is used when it is there (--download fetches it).
-    return prepare_librispeech(data_dir, out_dir, train=["train-clean-5"], dev=["dev-clean-2"],
-                               test=["test-clean"] if "test-clean" in found else [])
+    return prepare_librispeech(
+        data_dir,
+        out_dir,
+        train=["train-clean-5"],
+        dev=["dev-clean-2"],
+        test=["test-clean"] if "test-clean" in found else [],
+    )
 
 
 CORPORA: dict[str, Corpus] = {
@@ -147,10 +152,12 @@ CORPORA: dict[str, Corpus] = {
             "asr.data.ljspeech:prepare_ljspeech",
             options={"n_dev": "n_dev", "n_test": "n_test"},
             # SHA-256 as pinned in torchaudio's LJSPEECH dataset (pytorch/audio, torchaudio/datasets/ljspeech.py).
-            archives={"LJSpeech-1.1": Archive(
-                "https://data.keithito.com/data/speech/LJSpeech-1.1.tar.bz2",
-                "sha256:be1a30453f28eb8dd26af4101ae40cbf2c50413b1bb21936cbcdc6fae3de8aa5",
-            )},
+            archives={
+                "LJSpeech-1.1": Archive(
+                    "https://data.keithito.com/data/speech/LJSpeech-1.1.tar.bz2",
+                    "sha256:be1a30453f28eb8dd26af4101ae40cbf2c50413b1bb21936cbcdc6fae3de8aa5",
+                )
+            },
             default_parts=("LJSpeech-1.1",),
         ),
         Corpus(
@@ -182,10 +189,12 @@ CORPORA: dict[str, Corpus] = {
             "asr.data.yesno:prepare_yesno",
             options={"dev_fraction": "dev", "test_fraction": "test"},
             # SHA-256 as pinned in torchaudio's YESNO dataset (pytorch/audio, torchaudio/datasets/yesno.py).
-            archives={"waves_yesno": Archive(
-                f"{OPENSLR}/1/waves_yesno.tar.gz",
-                "sha256:c3f49e0cca421f96b75b41640749167b52118f232498667ca7a5f9416aef8e73",
-            )},
+            archives={
+                "waves_yesno": Archive(
+                    f"{OPENSLR}/1/waves_yesno.tar.gz",
+                    "sha256:c3f49e0cca421f96b75b41640749167b52118f232498667ca7a5f9416aef8e73",
+                )
+            },
             default_parts=("waves_yesno",),
         ),
         Corpus(
@@ -195,10 +204,13 @@ CORPORA: dict[str, Corpus] = {
             "asr.data.corpora:_prepare_fsdd",
             options={k: k for k in ("n_train", "n_dev", "n_test", "seed", "held_out_speakers")},
             # A GitHub branch archive is generated on request and not byte-stable: no checksum can be pinned.
-            archives={"master": Archive(
-                "https://github.com/Jakobovski/free-spoken-digit-dataset/archive/refs/heads/master.zip", None,
-                filename="free-spoken-digit-dataset-master.zip",
-            )},
+            archives={
+                "master": Archive(
+                    "https://github.com/Jakobovski/free-spoken-digit-dataset/archive/refs/heads/master.zip",
+                    None,
+                    filename="free-spoken-digit-dataset-master.zip",
+                )
+            },
             default_parts=("master",),
         ),
         Corpus(
@@ -243,7 +255,11 @@ def get_corpus(name: str) -> Corpus:
 
 
 def download_corpus(
-    name: str, data_dir: str | Path, parts: Sequence[str] | None = None, *, keep_archive: bool = False,
+    name: str,
+    data_dir: str | Path,
+    parts: Sequence[str] | None = None,
+    *,
+    keep_archive: bool = False,
     progress: bool = True,
 ) -> Path:
     """Fetch the corpus's archives (or the named parts) into `data_dir`; the preparer then reads `data_dir`."""

@@ -125,10 +125,18 @@ def _transfer(url: str, part: Path, progress: bool, timeout: float, chunk_size: 
             have = 0
         length = resp.headers.get("Content-Length")
         total = have + int(length) if length and length.isdigit() else None
-        with open(part, mode) as f, tqdm(
-            total=total, initial=have, unit="B", unit_scale=True, unit_divisor=1024, desc=label,
-            disable=not progress,
-        ) as bar:
+        with (
+            open(part, mode) as f,
+            tqdm(
+                total=total,
+                initial=have,
+                unit="B",
+                unit_scale=True,
+                unit_divisor=1024,
+                desc=label,
+                disable=not progress,
+            ) as bar,
+        ):
             try:
                 while chunk := resp.read(chunk_size):
                     f.write(chunk)
@@ -174,8 +182,9 @@ def download_file(
             verify_checksum(part, checksum)
         except ChecksumError as e:
             part.unlink()
-            raise ChecksumError(f"{e}. The download was deleted and nothing was extracted; run again to "
-                                "retry, or check the URL") from None
+            raise ChecksumError(
+                f"{e}. The download was deleted and nothing was extracted; run again to retry, or check the URL"
+            ) from None
     part.replace(dest)
     return dest
 
@@ -344,8 +353,9 @@ def fetch(
     if archive.checksum:
         log.info("%s: %s checksum verified", archive.name, archive.checksum.partition(":")[0])
     else:
-        log.warning("%s: no published checksum is known for %s; the archive could not be verified",
-                    archive.name, archive.url)
+        log.warning(
+            "%s: no published checksum is known for %s; the archive could not be verified", archive.name, archive.url
+        )
     members = extract_archive(path, dest_dir)
     marker.write_text(json.dumps({"url": archive.url, "checksum": archive.checksum, "members": len(members)}) + "\n")
     if not keep_archive:

@@ -6,9 +6,9 @@
     my_corpus/bob/2024/clip.flac + my_corpus/bob/2024/clip.txt
 
 Audio is anything `asr.audio` reads (wav, flac, ogg, opus, mp3, sph, raw). Transcripts are kept as written
-(normalised at training and scoring). With `split="train"` everything goes to that one manifest; otherwise each file is assigned by a
-hash of its path relative to `data_dir` (`split_by_hash`: deterministic, unaffected by adding other files). The
-speaker is the name of the top-level folder below `data_dir`, when there is one.
+(normalised at training and scoring). With `split="train"` everything goes to that one manifest; otherwise each
+file is assigned by a hash of its path relative to `data_dir` (`split_by_hash`: deterministic, unaffected by
+adding other files). The speaker is the name of the top-level folder below `data_dir`, when there is one.
 """
 
 from __future__ import annotations

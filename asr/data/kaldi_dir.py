@@ -113,8 +113,14 @@ def prepare_kaldi_dir(data_dir: str | Path, out_dir: str | Path, split: str = "t
             elif end > total + 0.01:  # 10 ms slack: segment times are rounded
                 skip(skipped, where, f"segment {utt} ends at {end:.2f} s, after the recording ({total:.2f} s)")
             else:
-                utts.append(Utterance(str(wavs[rec]), min(end, total) - start, " ".join(texts[utt][0].split()),
-                                      {"id": utt, "offset": round(start, 4), "recording": rec}))
+                utts.append(
+                    Utterance(
+                        str(wavs[rec]),
+                        min(end, total) - start,
+                        " ".join(texts[utt][0].split()),
+                        {"id": utt, "offset": round(start, 4), "recording": rec},
+                    )
+                )
         for utt, (_, lineno) in texts.items():
             if utt not in segments:
                 skip(skipped, f"{d / 'text'}:{lineno}", f"transcript without audio ({utt} not in segments)")

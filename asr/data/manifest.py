@@ -91,7 +91,8 @@ def check_manifest(path: str | Path, for_transcription: bool = False) -> tuple[l
     """Every line of a manifest checked: (the utterances of the good lines, every problem found). The checks of
     Kaldi's validate_data_dir.sh that need no audio: UTF-8, JSON objects, required fields and their types, positive
     finite durations, offsets >= 0, duplicate ids (not for transcription, where ids are not scored); warnings for
-    the same audio span listed twice and for empty or odd text. `asr validate --audio` adds the audio checks (asr/data/validate.py)."""
+    the same audio span listed twice and for empty or odd text. `asr validate --audio` adds the audio checks
+    (asr/data/validate.py)."""
     path = Path(path)
     if not path.is_file():
         raise ManifestError(f"{path}: manifest not found")

@@ -51,6 +51,7 @@ INSTALL_HINT = "pip install 'speech-transformer-asr[corpus]' (or: pip install es
 # eSpeak NG through ctypes
 # ---------------------------------------------------------------------------------------------------------------
 
+
 class VoiceError(ValueError):
     """An eSpeak voice name (language or +variant) does not exist."""
 
@@ -129,13 +130,22 @@ class ESpeak:
             lib.espeak_SetVoiceByName.argtypes = [ctypes.c_char_p]
             lib.espeak_SetParameter.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int]
             lib.espeak_ng_SetRandSeed.argtypes = [ctypes.c_int]
-            lib.espeak_Synth.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_uint, ctypes.c_int,
-                                         ctypes.c_uint, ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p]
+            lib.espeak_Synth.argtypes = [
+                ctypes.c_char_p,
+                ctypes.c_size_t,
+                ctypes.c_uint,
+                ctypes.c_int,
+                ctypes.c_uint,
+                ctypes.c_uint,
+                ctypes.c_void_p,
+                ctypes.c_void_p,
+            ]
             lib.espeak_TextToPhonemes.argtypes = [ctypes.POINTER(ctypes.c_char_p), ctypes.c_int, ctypes.c_int]
             lib.espeak_TextToPhonemes.restype = ctypes.c_char_p
             lib.espeak_Info.restype = ctypes.c_char_p
-            sr = lib.espeak_Initialize(_AUDIO_OUTPUT_SYNCHRONOUS, 0, str(self.data_path).encode(),
-                                       _INITIALIZE_DONT_EXIT)
+            sr = lib.espeak_Initialize(
+                _AUDIO_OUTPUT_SYNCHRONOUS, 0, str(self.data_path).encode(), _INITIALIZE_DONT_EXIT
+            )
             if sr <= 0:
                 raise RuntimeError(f"eSpeak NG failed to initialise with its data at {self.data_path}")
             lib.sample_rate = sr
@@ -171,14 +181,26 @@ class ESpeak:
         language, _, variant = voice.partition("+")
         # eSpeak silently ignores an unknown variant, so check it against the data folder ourselves.
         if variant and variant not in self.variants:
-            raise VoiceError(f"unknown eSpeak voice variant {variant!r} in {voice!r} "
-                             f"(variants are the files in {self.data_path / 'voices' / '!v'})")
+            raise VoiceError(
+                f"unknown eSpeak voice variant {variant!r} in {voice!r} "
+                f"(variants are the files in {self.data_path / 'voices' / '!v'})"
+            )
         if not language or lib.espeak_SetVoiceByName(voice.encode()) != _EE_OK:
-            raise VoiceError(f"unknown eSpeak voice {voice!r} (expected a language such as 'en-us', "
-                             f"optionally with '+variant', e.g. 'en-us+f2')")
+            raise VoiceError(
+                f"unknown eSpeak voice {voice!r} (expected a language such as 'en-us', "
+                f"optionally with '+variant', e.g. 'en-us+f2')"
+            )
 
-    def synthesize(self, text: str, voice: str = "en-us", rate: int = 175, pitch: int = 50,
-                   pitch_range: int = 50, word_gap: int = 0, seed: int = 0) -> tuple[np.ndarray, int]:
+    def synthesize(
+        self,
+        text: str,
+        voice: str = "en-us",
+        rate: int = 175,
+        pitch: int = 50,
+        pitch_range: int = 50,
+        word_gap: int = 0,
+        seed: int = 0,
+    ) -> tuple[np.ndarray, int]:
         """Speak `text`: (samples float32 in [-1, 1], sample_rate). rate in words/minute, pitch and range 0-100,
         word_gap in units of 10 ms; seed feeds eSpeak's random sources."""
         with self._instance() as lib:
@@ -229,11 +251,53 @@ ACCENTS = ("en", "en-us", "en-029", "en-gb-scotland", "en-gb-x-rp", "en-gb-x-gbc
 # that defeats a pitch tracker (croak, grandpa), the unstable `fast`, Storm (forces en-us), low-voicing klatt/klatt2,
 # and near-duplicates of kept ones (edward2, Gene2, iven4, klatt5/6, steph2/3, Henrique, Hugo, Diogo ...).
 VARIANTS = (
-    "m1", "m2", "m3", "m4", "m5", "m6", "m7", "m8", "f1", "f2", "f3", "f4", "f5",
-    "Andrea", "Annie", "anika", "aunty", "belinda", "grandma", "linda", "steph",
-    "Alex", "Andy", "Denis", "Gene", "Mario", "Michael", "Mike", "Nguyen", "adam", "benjamin", "boris", "edward",
-    "iven3", "klatt3", "klatt4", "max", "michel", "miguel", "paul", "pedro", "quincy", "rob", "robert", "sandro",
-    "travis", "victor",
+    "m1",
+    "m2",
+    "m3",
+    "m4",
+    "m5",
+    "m6",
+    "m7",
+    "m8",
+    "f1",
+    "f2",
+    "f3",
+    "f4",
+    "f5",
+    "Andrea",
+    "Annie",
+    "anika",
+    "aunty",
+    "belinda",
+    "grandma",
+    "linda",
+    "steph",
+    "Alex",
+    "Andy",
+    "Denis",
+    "Gene",
+    "Mario",
+    "Michael",
+    "Mike",
+    "Nguyen",
+    "adam",
+    "benjamin",
+    "boris",
+    "edward",
+    "iven3",
+    "klatt3",
+    "klatt4",
+    "max",
+    "michel",
+    "miguel",
+    "paul",
+    "pedro",
+    "quincy",
+    "rob",
+    "robert",
+    "sandro",
+    "travis",
+    "victor",
 )
 # Variants never heard in training, in any accent (one female-designed, one male-designed per split).
 HELD_OUT_VARIANTS = {"dev": ("f2", "max"), "test": ("f5", "m3")}
@@ -265,26 +329,79 @@ def voice_split() -> dict[str, list[str]]:
 # The grammar: sentences as they are spoken (lower-case words, apostrophes; "?" only shapes the intonation)
 # ---------------------------------------------------------------------------------------------------------------
 
-ONES = ("zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
-        "sixteen seventeen eighteen nineteen").split()
+ONES = (
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen "
+    "sixteen seventeen eighteen nineteen"
+).split()
 TENS = "_ _ twenty thirty forty fifty sixty seventy eighty ninety".split()
 DAYS = "monday tuesday wednesday thursday friday saturday sunday".split()
 PARTS_OF_DAY = ["morning", "afternoon", "evening", "night"]
-WHEN = ["today", "tomorrow", "tonight", "this morning", "this afternoon", "this evening", "this weekend",
-        "next week", "tomorrow morning", "tomorrow night"]
+WHEN = [
+    "today",
+    "tomorrow",
+    "tonight",
+    "this morning",
+    "this afternoon",
+    "this evening",
+    "this weekend",
+    "next week",
+    "tomorrow morning",
+    "tomorrow night",
+]
 ROOMS = ["kitchen", "bedroom", "living room", "bathroom", "garage", "office", "hallway", "garden"]
 DEVICES = ["lights", "light", "lamp", "fan", "heater", "radio", "television"]
 OPENABLE = ["blinds", "curtains", "window", "door"]
 PEOPLE = ["mom", "dad", "grandma", "my sister", "my brother", "the doctor", "the office", "sarah", "peter", "home"]
-MESSAGES = ["i'm on my way", "i'll be late", "see you soon", "i'm running late", "call me back", "i'm home",
-            "i'll call you later", "good night", "thank you"]
+MESSAGES = [
+    "i'm on my way",
+    "i'll be late",
+    "see you soon",
+    "i'm running late",
+    "call me back",
+    "i'm home",
+    "i'll call you later",
+    "good night",
+    "thank you",
+]
 ITEMS = ["milk", "eggs", "bread", "cheese", "coffee", "tea", "apples", "bananas", "potatoes", "water"]
-TASKS = ["call mom", "take out the trash", "water the plants", "feed the cat", "walk the dog", "buy milk",
-         "pick up the kids", "lock the door", "call the doctor", "buy some bread", "go to the office"]
+TASKS = [
+    "call mom",
+    "take out the trash",
+    "water the plants",
+    "feed the cat",
+    "walk the dog",
+    "buy milk",
+    "pick up the kids",
+    "lock the door",
+    "call the doctor",
+    "buy some bread",
+    "go to the office",
+]
 GENRES = ["jazz", "rock", "classical", "pop", "relaxing"]
-SHORT = ["yes", "no", "stop", "cancel", "okay", "pause", "help", "next", "thank you", "thanks", "go back",
-         "louder", "quieter", "good morning", "good night", "yes please", "no thanks", "stop the music",
-         "play it again", "what time is it?", "is it cold outside?", "what's the weather like?"]
+SHORT = [
+    "yes",
+    "no",
+    "stop",
+    "cancel",
+    "okay",
+    "pause",
+    "help",
+    "next",
+    "thank you",
+    "thanks",
+    "go back",
+    "louder",
+    "quieter",
+    "good morning",
+    "good night",
+    "yes please",
+    "no thanks",
+    "stop the music",
+    "play it again",
+    "what time is it?",
+    "is it cold outside?",
+    "what's the weather like?",
+]
 POLITE = ["please", "can you", "could you", "hey"]
 
 
@@ -329,8 +446,23 @@ def _digits(rng: random.Random) -> str:
     """A digit string, zero sometimes said "oh": "four one one seven"."""
     digits = [rng.randrange(10) for _ in range(rng.randint(3, 7))]
     words = " ".join("oh" if d == 0 and rng.random() < 0.4 else ONES[d] for d in digits)
-    prefix = rng.choice(["", "", "", "dial", "call", "my pin is", "the code is", "extension", "enter",
-                         "the number is", "room", "my number is", "it's"])
+    prefix = rng.choice(
+        [
+            "",
+            "",
+            "",
+            "dial",
+            "call",
+            "my pin is",
+            "the code is",
+            "extension",
+            "enter",
+            "the number is",
+            "room",
+            "my number is",
+            "it's",
+        ]
+    )
     return f"{prefix} {words}"
 
 
@@ -363,103 +495,208 @@ def _time(rng: random.Random) -> str:
 
 def _alarm(rng: random.Random) -> str:
     t = _time(rng)
-    return rng.choice([
-        f"wake me up at {t}", f"set an alarm for {t}", f"set the alarm for {t}", f"cancel the alarm for {t}",
-        f"remind me at {t} to {rng.choice(TASKS)}", f"it's {_clock(rng)}", f"change my alarm to {t}",
-        f"is there an alarm at {_clock(rng)}?", f"the meeting starts at {t}", f"meet me at {_clock(rng)}",
-        f"wake me up at {_clock(rng)} {_when(rng)}", f"dinner is at {_clock(rng)}", f"it's {_clock(rng)} {_when(rng)}",
-    ])
+    return rng.choice(
+        [
+            f"wake me up at {t}",
+            f"set an alarm for {t}",
+            f"set the alarm for {t}",
+            f"cancel the alarm for {t}",
+            f"remind me at {t} to {rng.choice(TASKS)}",
+            f"it's {_clock(rng)}",
+            f"change my alarm to {t}",
+            f"is there an alarm at {_clock(rng)}?",
+            f"the meeting starts at {t}",
+            f"meet me at {_clock(rng)}",
+            f"wake me up at {_clock(rng)} {_when(rng)}",
+            f"dinner is at {_clock(rng)}",
+            f"it's {_clock(rng)} {_when(rng)}",
+        ]
+    )
 
 
 def _timer(rng: random.Random) -> str:
     n = rng.randint(1, 99) if rng.random() < 0.6 else rng.choice([1, 2, 5, 10, 15, 20, 30, 45])
     unit = rng.choice(["minute", "minute", "second", "hour"])
     span, compound = f"{number_words(n)} {unit}{'' if n == 1 else 's'}", f"{number_words(n)} {unit}"
-    return rng.choice([
-        f"set a timer for {span}", f"set a {compound} timer", f"add {span} to the timer",
-        f"start a timer for {span}", f"remind me in {span} to {rng.choice(TASKS)}", f"call me back in {span}",
-        f"wait {span}", f"cancel the {compound} timer", f"stop the timer in {span}",
-    ])
+    return rng.choice(
+        [
+            f"set a timer for {span}",
+            f"set a {compound} timer",
+            f"add {span} to the timer",
+            f"start a timer for {span}",
+            f"remind me in {span} to {rng.choice(TASKS)}",
+            f"call me back in {span}",
+            f"wait {span}",
+            f"cancel the {compound} timer",
+            f"stop the timer in {span}",
+        ]
+    )
 
 
 def _home(rng: random.Random) -> str:
     room, dev, onoff, thing = rng.choice(ROOMS), rng.choice(DEVICES), rng.choice(["on", "off"]), rng.choice(OPENABLE)
-    return _polite(rng, rng.choice([
-        f"turn {onoff} the {room} {dev}", f"turn {onoff} the {dev} in the {room}", f"switch {onoff} the {room} {dev}",
-        f"turn the {room} {dev} {onoff}", f"turn {onoff} the {dev}", f"dim the {room} lights",
-        f"dim the {room} lights to {_num(rng)} percent", f"{rng.choice(['open', 'shut'])} the {room} {thing}",
-        f"{rng.choice(['lock', 'unlock'])} the {rng.choice(['front', 'back', 'garage'])} door",
-        f"set the {room} temperature to {_num(rng, 10, 90)} degrees", f"set the heating to {_num(rng, 10, 90)} degrees",
-        f"turn the heating {rng.choice(['up', 'down'])} in the {room} {_when(rng)}",
-        f"{_be(thing)} the {room} {thing} open?", f"{_be(dev)} the {room} {dev} {onoff}?",
-        f"turn {onoff} all the lights", f"turn {onoff} everything in the {room}",
-    ]))
+    return _polite(
+        rng,
+        rng.choice(
+            [
+                f"turn {onoff} the {room} {dev}",
+                f"turn {onoff} the {dev} in the {room}",
+                f"switch {onoff} the {room} {dev}",
+                f"turn the {room} {dev} {onoff}",
+                f"turn {onoff} the {dev}",
+                f"dim the {room} lights",
+                f"dim the {room} lights to {_num(rng)} percent",
+                f"{rng.choice(['open', 'shut'])} the {room} {thing}",
+                f"{rng.choice(['lock', 'unlock'])} the {rng.choice(['front', 'back', 'garage'])} door",
+                f"set the {room} temperature to {_num(rng, 10, 90)} degrees",
+                f"set the heating to {_num(rng, 10, 90)} degrees",
+                f"turn the heating {rng.choice(['up', 'down'])} in the {room} {_when(rng)}",
+                f"{_be(thing)} the {room} {thing} open?",
+                f"{_be(dev)} the {room} {dev} {onoff}?",
+                f"turn {onoff} all the lights",
+                f"turn {onoff} everything in the {room}",
+            ]
+        ),
+    )
 
 
 def _media(rng: random.Random) -> str:
     vol, genre, room = _num(rng, 0, 99), rng.choice(GENRES), rng.choice(ROOMS)
-    return _polite(rng, rng.choice([
-        f"play some {genre} music", f"play some {genre} music in the {room}", f"play {genre} music {_when(rng)}",
-        f"set the volume to {vol}", f"turn the volume {rng.choice(['up', 'down'])} in the {room}", f"volume {vol}",
-        f"play the {rng.choice(['next', 'last'])} {genre} song", f"pause the music in the {room}",
-        f"play the news at {_clock(rng)}", f"play music in the {room}", f"play my {genre} playlist",
-        f"turn the music {rng.choice(['up', 'down'])}", f"stop the music in the {room}", f"play the radio {_when(rng)}",
-        f"play some music for {number_words(rng.randint(1, 60))} minutes",
-    ]))
+    return _polite(
+        rng,
+        rng.choice(
+            [
+                f"play some {genre} music",
+                f"play some {genre} music in the {room}",
+                f"play {genre} music {_when(rng)}",
+                f"set the volume to {vol}",
+                f"turn the volume {rng.choice(['up', 'down'])} in the {room}",
+                f"volume {vol}",
+                f"play the {rng.choice(['next', 'last'])} {genre} song",
+                f"pause the music in the {room}",
+                f"play the news at {_clock(rng)}",
+                f"play music in the {room}",
+                f"play my {genre} playlist",
+                f"turn the music {rng.choice(['up', 'down'])}",
+                f"stop the music in the {room}",
+                f"play the radio {_when(rng)}",
+                f"play some music for {number_words(rng.randint(1, 60))} minutes",
+            ]
+        ),
+    )
 
 
 def _call(rng: random.Random) -> str:
     who, msg = rng.choice(PEOPLE), rng.choice(MESSAGES)
-    return _polite(rng, rng.choice([
-        f"call {who}", f"call {who} {_when(rng)}", f"call {who} at {_clock(rng)}", f"phone {who}",
-        f"send a message to {who} saying {msg}", f"text {who} {msg}", f"tell {who} {msg}",
-        f"call {who} at {_clock(rng)} {_when(rng)}", f"send {who} a message", f"did {who} call {_when(rng)}?",
-        f"remind me to call {who} {_when(rng)}",
-    ]))
+    return _polite(
+        rng,
+        rng.choice(
+            [
+                f"call {who}",
+                f"call {who} {_when(rng)}",
+                f"call {who} at {_clock(rng)}",
+                f"phone {who}",
+                f"send a message to {who} saying {msg}",
+                f"text {who} {msg}",
+                f"tell {who} {msg}",
+                f"call {who} at {_clock(rng)} {_when(rng)}",
+                f"send {who} a message",
+                f"did {who} call {_when(rng)}?",
+                f"remind me to call {who} {_when(rng)}",
+            ]
+        ),
+    )
 
 
 def _weather(rng: random.Random) -> str:
     when = _when(rng)
-    return rng.choice([
-        f"what is the weather {when}?", f"what's the weather like {when}?", f"will it rain {when}?",
-        f"will it snow {when}?", f"is it going to be sunny {when}?",
-        f"how {rng.choice(['hot', 'cold', 'warm'])} will it be {when}?", f"do i need an umbrella {when}?",
-        f"what's the temperature {rng.choice(['outside', 'in the ' + rng.choice(ROOMS)])}?",
-        f"is it {rng.choice(['cold', 'hot', 'sunny', 'warm'])} outside?", f"what is the weather {when}",
-    ])
+    return rng.choice(
+        [
+            f"what is the weather {when}?",
+            f"what's the weather like {when}?",
+            f"will it rain {when}?",
+            f"will it snow {when}?",
+            f"is it going to be sunny {when}?",
+            f"how {rng.choice(['hot', 'cold', 'warm'])} will it be {when}?",
+            f"do i need an umbrella {when}?",
+            f"what's the temperature {rng.choice(['outside', 'in the ' + rng.choice(ROOMS)])}?",
+            f"is it {rng.choice(['cold', 'hot', 'sunny', 'warm'])} outside?",
+            f"what is the weather {when}",
+        ]
+    )
 
 
 def _shopping(rng: random.Random) -> str:
     item = rng.choice(ITEMS)
     both = f"{item} and {rng.choice(ITEMS)}" if rng.random() < 0.35 else item
-    return _polite(rng, rng.choice([
-        f"add {both} to the shopping list", f"add {both} to my list", f"remove {item} from the shopping list",
-        f"do we need {item}?", f"buy {number_words(rng.randint(1, 12))} {item}", f"put {both} on the list",
-        f"buy more {both}", f"we need {both}", f"is {item} on the list?", f"we are out of {both}",
-    ]))
+    return _polite(
+        rng,
+        rng.choice(
+            [
+                f"add {both} to the shopping list",
+                f"add {both} to my list",
+                f"remove {item} from the shopping list",
+                f"do we need {item}?",
+                f"buy {number_words(rng.randint(1, 12))} {item}",
+                f"put {both} on the list",
+                f"buy more {both}",
+                f"we need {both}",
+                f"is {item} on the list?",
+                f"we are out of {both}",
+            ]
+        ),
+    )
 
 
 def _reminder(rng: random.Random) -> str:
     task = rng.choice(TASKS)
-    return rng.choice([
-        f"remind me to {task}", f"remind me to {task} {_when(rng)}", f"remind me to {task} at {_clock(rng)}",
-        f"don't let me forget to {task}", f"i need to {task} {_when(rng)}", f"what do i have {_when(rng)}?",
-        f"add a meeting {_when(rng)} at {_clock(rng)}", f"cancel my meeting {_when(rng)}",
-        f"i need to {task} at {_clock(rng)}", f"remind me {_when(rng)} to {task}",
-    ])
+    return rng.choice(
+        [
+            f"remind me to {task}",
+            f"remind me to {task} {_when(rng)}",
+            f"remind me to {task} at {_clock(rng)}",
+            f"don't let me forget to {task}",
+            f"i need to {task} {_when(rng)}",
+            f"what do i have {_when(rng)}?",
+            f"add a meeting {_when(rng)} at {_clock(rng)}",
+            f"cancel my meeting {_when(rng)}",
+            f"i need to {task} at {_clock(rng)}",
+            f"remind me {_when(rng)} to {task}",
+        ]
+    )
 
 
 def _numbers(rng: random.Random) -> str:
     n = _num(rng, 0, 99)
-    return rng.choice([n, f"{n} degrees", f"{n} percent", f"number {n}", f"room {n}", f"{n} minutes",
-                       f"{n} and {_num(rng, 0, 99)}", f"it's {n} degrees outside",
-                       f"i need {n}", f"{n} {_num(rng, 0, 99)}"])
+    return rng.choice(
+        [
+            n,
+            f"{n} degrees",
+            f"{n} percent",
+            f"number {n}",
+            f"room {n}",
+            f"{n} minutes",
+            f"{n} and {_num(rng, 0, 99)}",
+            f"it's {n} degrees outside",
+            f"i need {n}",
+            f"{n} {_num(rng, 0, 99)}",
+        ]
+    )
 
 
 # (generator, weight): digit strings, times and numbers make up about a third, commands and requests the rest.
 TEMPLATES: list[tuple[Callable[[random.Random], str], float]] = [
-    (_digits, 0.12), (_alarm, 0.11), (_timer, 0.07), (_numbers, 0.07), (_home, 0.15), (_media, 0.09),
-    (_call, 0.09), (_weather, 0.08), (_shopping, 0.08), (_reminder, 0.08), (lambda rng: rng.choice(SHORT), 0.05),
+    (_digits, 0.12),
+    (_alarm, 0.11),
+    (_timer, 0.07),
+    (_numbers, 0.07),
+    (_home, 0.15),
+    (_media, 0.09),
+    (_call, 0.09),
+    (_weather, 0.08),
+    (_shopping, 0.08),
+    (_reminder, 0.08),
+    (lambda rng: rng.choice(SHORT), 0.05),
 ]
 
 
@@ -486,9 +723,11 @@ def vocabulary() -> set[str]:
 # Corpus generation
 # ---------------------------------------------------------------------------------------------------------------
 
+
 @dataclass
 class UtterancePlan:
     """Everything that determines one utterance's audio (the manifest records voice, rate and pitch)."""
+
     split: str
     index: int
     spoken: str  # the text given to eSpeak
@@ -532,15 +771,25 @@ def plan_split(split: str, n: int, seed: int) -> list[UtterancePlan]:
     return plans
 
 
-def _jittered(rng: random.Random, split: str, index: int, spoken: str, voice: str, seed: int,
-              transcript: str | None = None) -> UtterancePlan:
+def _jittered(
+    rng: random.Random, split: str, index: int, spoken: str, voice: str, seed: int, transcript: str | None = None
+) -> UtterancePlan:
     """A plan with random speaking rate, pitch, pauses, level, silences and noise."""
     return UtterancePlan(
-        split=split, index=index, spoken=spoken, voice=voice,
-        rate=rng.randint(130, 200), pitch=rng.randint(30, 70), pitch_range=rng.randint(30, 80),
-        word_gap=rng.choice([0, 0, 0, 0, 1, 2, 3]), gain_db=rng.uniform(-20.0, -1.0),
-        lead=rng.uniform(0.05, 0.4), trail=rng.uniform(0.05, 0.4), snr_db=rng.uniform(20.0, 40.0),
-        seed=seed, transcript=transcript,
+        split=split,
+        index=index,
+        spoken=spoken,
+        voice=voice,
+        rate=rng.randint(130, 200),
+        pitch=rng.randint(30, 70),
+        pitch_range=rng.randint(30, 80),
+        word_gap=rng.choice([0, 0, 0, 0, 1, 2, 3]),
+        gain_db=rng.uniform(-20.0, -1.0),
+        lead=rng.uniform(0.05, 0.4),
+        trail=rng.uniform(0.05, 0.4),
+        snr_db=rng.uniform(20.0, 40.0),
+        seed=seed,
+        transcript=transcript,
     )
 
 
@@ -563,24 +812,25 @@ def resample_many(wavs: Sequence[np.ndarray], sr: int, new_sr: int) -> list[np.n
         place[i], used[row] = (row, used[row]), used[row] + spans[i]
     batch = np.zeros((len(used), width), np.float32)
     for w, (row, start) in zip(wavs, place):
-        batch[row, start: start + w.size] = w
+        batch[row, start : start + w.size] = w
     out = resample(torch.from_numpy(batch), sr, new_sr).numpy()
     starts = [(row, start // period_in * period_out) for row, start in place]
     # ceil: the length resampling the signal alone gives
-    return [out[row, s: s - (-w.size * period_out // period_in)] for w, (row, s) in zip(wavs, starts)]
+    return [out[row, s : s - (-w.size * period_out // period_in)] for w, (row, s) in zip(wavs, starts)]
 
 
 def render(plans: Sequence[UtterancePlan], espeak: ESpeak, sample_rate: int = SAMPLE_RATE) -> list[np.ndarray]:
     """Synthesise planned utterances: float32 samples at `sample_rate`, one array per plan."""
     with espeak.session():  # one library instance for the lot: loading a voice afresh would dominate the time
-        spoken = [espeak.synthesize(p.spoken, p.voice, p.rate, p.pitch, p.pitch_range, p.word_gap, p.seed)
-                  for p in plans]
+        spoken = [
+            espeak.synthesize(p.spoken, p.voice, p.rate, p.pitch, p.pitch_range, p.word_gap, p.seed) for p in plans
+        ]
     speech, sr = [], spoken[0][1]
     for plan, (wav, _) in zip(plans, spoken):
         loud = np.flatnonzero(np.abs(wav) > 1e-3)  # eSpeak pads with digital silence; we add our own, jittered
         if loud.size == 0:
             raise RuntimeError(f"eSpeak produced silence for {plan.spoken!r} with voice {plan.voice!r}")
-        wav = wav[loud[0]: loud[-1] + 1]
+        wav = wav[loud[0] : loud[-1] + 1]
         speech.append(wav * (10 ** (plan.gain_db / 20) / np.abs(wav).max()))
     out = []
     for plan, wav in zip(plans, resample_many(speech, sr, sample_rate)):
@@ -592,8 +842,9 @@ def render(plans: Sequence[UtterancePlan], espeak: ESpeak, sample_rate: int = SA
     return out
 
 
-def prepare_synth(out_dir: str | Path, n_train: int = 3000, n_dev: int = 200, n_test: int = 300, seed: int = 0,
-                  progress: bool = True) -> dict[str, Path]:
+def prepare_synth(
+    out_dir: str | Path, n_train: int = 3000, n_dev: int = 200, n_test: int = 300, seed: int = 0, progress: bool = True
+) -> dict[str, Path]:
     """Generate the corpus into out_dir (wavs/{split}/*.wav, {split}.jsonl); returns the manifest paths.
 
     Cached: a marker records the parameters, and a second call with the same ones returns at once. Otherwise the
@@ -621,7 +872,7 @@ def prepare_synth(out_dir: str | Path, n_train: int = 3000, n_dev: int = 200, n_
         # Fixed batches in plan order, never spanning splits: the same audio every run, and dev/test audio does
         # not move when n_train changes.
         for i in range(0, len(plans), _BATCH):
-            batch = plans[i: i + _BATCH]
+            batch = plans[i : i + _BATCH]
             for plan, wav in zip(batch, render(batch, espeak)):
                 path = out / "wavs" / split / f"{plan.name}.wav"
                 write_audio(path, wav, SAMPLE_RATE)
@@ -665,13 +916,28 @@ def plan_texts(texts: Sequence[str], copies: int, seed: int = 0, spell_letters: 
         for c in range(copies):
             rng = random.Random(_seed(seed, "tts", i, c))
             k = i * copies + c
-            plans.append(_jittered(rng, "tts", k, speakable(text, spell_letters), rng.choice(voices),
-                                   _seed(seed, "tts", k, "audio"), transcript=text))
+            plans.append(
+                _jittered(
+                    rng,
+                    "tts",
+                    k,
+                    speakable(text, spell_letters),
+                    rng.choice(voices),
+                    _seed(seed, "tts", k, "audio"),
+                    transcript=text,
+                )
+            )
     return plans
 
 
-def prepare_tts(texts_manifest: str | Path, out_dir: str | Path, copies: int = 2, seed: int = 0,
-                spell_letters: bool = False, progress: bool = True) -> dict[str, Path]:
+def prepare_tts(
+    texts_manifest: str | Path,
+    out_dir: str | Path,
+    copies: int = 2,
+    seed: int = 0,
+    spell_letters: bool = False,
+    progress: bool = True,
+) -> dict[str, Path]:
     """Speak every transcript of `texts_manifest` `copies` times in random synthetic voices (TTS data augmentation:
     more voices and more renditions of the training vocabulary than a small corpus has).
 
@@ -688,8 +954,14 @@ def prepare_tts(texts_manifest: str | Path, out_dir: str | Path, copies: int = 2
         raise ValueError(f"{src}: no transcripts to speak")
     out = Path(out_dir)
     manifests = {"train": out / "train.jsonl", "mixed": out / "mixed.jsonl"}
-    params = {"corpus": "tts", "version": VERSION, "seed": seed, "copies": copies, "spell_letters": spell_letters,
-              "texts": hashlib.sha256(src.read_bytes()).hexdigest()}
+    params = {
+        "corpus": "tts",
+        "version": VERSION,
+        "seed": seed,
+        "copies": copies,
+        "spell_letters": spell_letters,
+        "texts": hashlib.sha256(src.read_bytes()).hexdigest(),
+    }
     if is_prepared(out, manifests, params):
         print(f"tts corpus in {out}: already prepared")
         return manifests
@@ -701,7 +973,7 @@ def prepare_tts(texts_manifest: str | Path, out_dir: str | Path, copies: int = 2
     start, utts = time.perf_counter(), []
     bar = _progress(len(plans), progress)
     for i in range(0, len(plans), _BATCH):
-        batch = plans[i: i + _BATCH]
+        batch = plans[i : i + _BATCH]
         for plan, wav in zip(batch, render(batch, espeak)):
             path = out / "wavs" / "tts" / f"{plan.name}.wav"
             write_audio(path, wav, SAMPLE_RATE)
@@ -712,8 +984,10 @@ def prepare_tts(texts_manifest: str | Path, out_dir: str | Path, copies: int = 2
     write_manifest(manifests["mixed"], [*real, *utts])
     mark_prepared(out, {**params, "espeak_ng": espeak.version})
     hours = sum(u.duration for u in utts) / 3600
-    print(f"tts corpus in {out} ({time.perf_counter() - start:.1f} s): {len(utts)} utterances, {hours:.2f} h, "
-          f"{len({u.extra['speaker'] for u in utts})} voices, from {len(texts)} transcripts of {src}")
+    print(
+        f"tts corpus in {out} ({time.perf_counter() - start:.1f} s): {len(utts)} utterances, {hours:.2f} h, "
+        f"{len({u.extra['speaker'] for u in utts})} voices, from {len(texts)} transcripts of {src}"
+    )
     return manifests
 
 
@@ -734,7 +1008,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         prog="python -m asr.data.synth",
         description="Generate the synthetic English speech corpus (eSpeak NG voices; dev/test voices unseen in "
-                    "training) as 16 kHz wavs and JSONL manifests. Needs: " + INSTALL_HINT)
+        "training) as 16 kHz wavs and JSONL manifests. Needs: " + INSTALL_HINT,
+    )
     ap.add_argument("--out", default="data/synth", help="output folder (default: %(default)s)")
     ap.add_argument("--n-train", type=int, default=3000, help="training utterances (default: %(default)s)")
     ap.add_argument("--n-dev", type=int, default=200, help="dev utterances (default: %(default)s)")
