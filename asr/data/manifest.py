@@ -56,8 +56,13 @@ class Problem:
 
 
 def _number(value, positive: bool) -> bool:
-    ok = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
-    return ok and (value > 0 if positive else value >= 0)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        x = float(value)  # JSON integers are unbounded: 10**400 does not fit a float
+    except OverflowError:
+        return False
+    return math.isfinite(x) and (x > 0 if positive else x >= 0)
 
 
 def _check_line(item: object, where: str, for_transcription: bool) -> list[Problem]:
@@ -112,8 +117,8 @@ def check_manifest(path: str | Path, for_transcription: bool = False) -> tuple[l
                 continue
             try:
                 item = json.loads(line)
-            except (json.JSONDecodeError, RecursionError) as e:
-                msg = e.msg if isinstance(e, json.JSONDecodeError) else "nested too deeply"
+            except (ValueError, RecursionError) as e:  # JSONDecodeError, a 5000-digit number, deep nesting
+                msg = e.msg if isinstance(e, json.JSONDecodeError) else str(e).split(";")[0] or "nested too deeply"
                 problems.append(Problem(where, f"invalid JSON ({msg})"))
                 continue
             found = _check_line(item, where, for_transcription)
