@@ -556,10 +556,19 @@ def _run(args: argparse.Namespace, extra: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Log to the stderr of the moment, for this call only: called in-process again (tests, notebooks), main must not
+    # leave a handler behind on a stream that may be closed by then.
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(message)s"))
     log.addHandler(handler)
     log.setLevel(logging.INFO)
+    try:
+        return _main(argv)
+    finally:
+        log.removeHandler(handler)
+
+
+def _main(argv: list[str] | None) -> int:
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)

@@ -30,9 +30,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from asr.config import ConfigError, from_dict
+from asr.config import from_dict
 from asr.model.layers import Dropout, FeedForward, MultiHeadAttention, PositionalEncoding
-from asr.model_file import read_file, write_file
+from asr.model_file import ModelFileError, check_sizes, describe, read_file, write_file
 from asr.text import tokenizer_from_dict
 
 log = logging.getLogger("asr")
@@ -297,11 +297,17 @@ def save_lm(path: str | Path, lm: TransformerLM, extra: dict | None = None) -> P
 
 
 def load_lm(path: str | Path, device: str | torch.device = "cpu") -> TransformerLM:
+    """The LM of an LM file. Errors name the file: FileNotFoundError (no file) or ModelFileError (a ValueError) for
+    anything else, as asr.recognizer.load_model."""
     blob = read_file(path, LM_FORMAT, "LM", " (an ASR model file goes to --model, an LM to --lm)")
     try:
-        cfg = from_dict(LMConfig, blob["config"], "lm")
-    except ConfigError as e:
-        raise ValueError(f"{path}: {e}") from None
-    lm = TransformerLM(cfg, tokenizer_from_dict(blob["tokenizer"]))
-    lm.load_state_dict(blob["state_dict"])
+        cfg = from_dict(LMConfig, blob["config"], "lm", strict=False)  # another version's fields dropped
+        state = blob["state_dict"]
+        check_sizes(path, state, "LM", {"lm.d_model": cfg.d_model, "lm.d_ff": cfg.d_ff}, cfg.n_layers)
+        lm = TransformerLM(cfg, tokenizer_from_dict(blob["tokenizer"]))
+        lm.load_state_dict(state)
+    except ModelFileError:
+        raise
+    except Exception as e:  # the blob is data from a file: a KeyError, TypeError, ... building from it is damage
+        raise ModelFileError(f"{path}: damaged LM file ({describe(e)})") from None
     return lm.to(device).eval()

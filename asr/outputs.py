@@ -89,14 +89,16 @@ class _Ledger:
         if not self.dirty:
             return
         merged = {**self._read(), **self.dirty}
+        tmp = None
         try:
             fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=LEDGER + ".", suffix=".tmp")
             with os.fdopen(fd, "w", encoding="utf-8") as f:
                 json.dump(merged, f, separators=(",", ":"))
             os.replace(tmp, self.path)
         except OSError:  # a full disk must not turn a written output into an error; the record is only a courtesy
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
+            if tmp is not None:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
             return
         self.entries, self.dirty, self.saved_at = merged, {}, time.monotonic()
 

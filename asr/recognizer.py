@@ -44,7 +44,7 @@ from asr.decoding.options import DecodingOptions, OptionsError, build_options, k
 from asr.decoding.search import Hypothesis
 from asr.features import GlobalCMVN, frame_sizes, make_frontend
 from asr.model import SpeechTransformer
-from asr.model_file import read_file, write_file
+from asr.model_file import ModelFileError, check_sizes, describe, read_file, write_file
 from asr.segment import MAX_CHUNK_SECONDS, Segment, split_on_pauses
 from asr.text import CharTokenizer, tokenizer_from_dict
 from asr.transcript import TimedText, Transcript, Word
@@ -283,8 +283,40 @@ def save_model(path: str | Path, recognizer: Recognizer, extra: dict | None = No
     return write_file(path, blob)
 
 
+# Front-end sizes no speech model uses (recipes: 80 mels, n_fft 512). Neither is tied to the weights (n_mels is not
+# for MFCC), and building 1024 mels x n_fft 65536 takes 30 s, 20000 mels a minute: a corrupt file must not.
+MAX_N_MELS = 1024
+MAX_N_FFT = 8192  # a 0.5 s window at 16 kHz
+
+
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> Recognizer:
+    """The Recognizer of a model file (see save_model), on `device`, in eval mode.
+
+    Documented errors, both naming the file: FileNotFoundError if there is no file, and ModelFileError (a
+    ValueError) for anything else -- not a model file, another format version, a damaged archive, missing or
+    mistyped entries, a config the weights do not fit. No other exception escapes, whatever the file holds
+    (tests/test_fuzz.py)."""
     blob = read_file(path, MODEL_FORMAT, "model")
-    rec = Recognizer(config_from_dict(blob["config"], strict=False), tokenizer_from_dict(blob["tokenizer"]))
-    rec.load_state_dict(blob["state_dict"])
+    try:
+        rec = _recognizer_from_blob(path, blob)
+    except ModelFileError:
+        raise
+    except Exception as e:  # the blob is data from a file: a KeyError, TypeError, ... building from it is damage
+        raise ModelFileError(f"{path}: damaged model file ({describe(e)})") from None
     return rec.to(device).eval()
+
+
+def _recognizer_from_blob(path: str | Path, blob: dict) -> Recognizer:
+    """Config, tokenizer and weights -> Recognizer; sizes are checked before anything is built from them."""
+    cfg = config_from_dict(blob["config"], strict=False)
+    tokenizer = tokenizer_from_dict(blob["tokenizer"])
+    state = blob["state_dict"]
+    f, m = cfg.features, cfg.model
+    if not (f.n_mels <= MAX_N_MELS and f.n_fft <= MAX_N_FFT):
+        raise ModelFileError(f"{path}: damaged model file: features.n_mels {f.n_mels}, n_fft {f.n_fft} are implausible")
+    sizes = {"model.d_model": m.d_model, "model.d_ff": m.d_ff, "model.conv_channels": m.conv_channels}
+    sizes["features.dim"] = f.dim  # the CMVN statistics' length
+    check_sizes(path, state, "model", sizes, m.n_encoder_layers + m.n_decoder_layers + m.nat_decoder_layers)
+    rec = Recognizer(cfg, tokenizer)
+    rec.load_state_dict(state)  # exact names and shapes: a RuntimeError listing the mismatches
+    return rec

@@ -365,6 +365,7 @@ def test_asr_serve_refuses_bad_flags(tone_model, capsys):
 
 
 def test_flac_ogg_and_mp3_uploads_give_the_wav_text(server, rec, files, tmp_path):
+    import jiwer
     import soundfile as sf
 
     url, _ = server
@@ -379,5 +380,5 @@ def test_flac_ogg_and_mp3_uploads_give_the_wav_text(server, rec, files, tmp_path
         text = transcribe(c, path).text
         if subtype == "PCM_16":
             assert text == expected
-        else:  # lossy codecs: the same words, give or take one
-            assert abs(len(text.split()) - len(expected.split())) <= 1, (fmt, text, expected)
+        else:  # lossy codecs on a tiny tone model: nearly the same words (a tone or two lost or gained)
+            assert jiwer.wer(expected, text) <= 0.2, (fmt, text, expected)
