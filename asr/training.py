@@ -11,25 +11,35 @@ Adam with a linear warmup, then inverse square-root decay (Noam) or linear decay
 budget (`train.lr_schedule: budget`: epochs or wall-clock minutes, whichever runs out first), gradient clipping,
 validation loss and greedy WER every epoch, attention plots, best-k and last checkpoints (last.ckpt also every N
 steps, so `--resume` continues mid-epoch), checkpoint averaging into the final model, any Lightning strategy (DDP).
+
+Faults: checkpoints are written atomically (AtomicCheckpointIO: a temporary file beside the target, renamed over it),
+so a kill or a full disk leaves the previous checkpoint whole; `--resume` falls back to the newest readable
+checkpoint when last.ckpt is damaged (find_resume_checkpoint); a full disk ends training with one OutputError
+naming the file (the command line's "error: PATH: cannot write it (no space left on the device) ...").
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import io
 import logging
 import math
 import random
 import time
 import warnings
+import zipfile
 from datetime import timedelta
 from functools import partial
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, Iterator
 
 import lightning as L
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, Timer
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 from torch import Tensor
 from torch.utils.data import DataLoader
 
@@ -43,10 +53,29 @@ from asr.decoding.search import max_output_lengths
 from asr.features import CMVNStats, SpecAugment
 from asr.metrics import error_rates
 from asr.model import ctc_loss, guided_attention_loss, label_smoothed_nll
+from asr.model_file import ZIP_MAGIC, describe
+from asr.outputs import OutputError, atomic_open, check_output
 from asr.recognizer import Recognizer, pad_waveforms, save_model
 from asr.text import CharTokenizer, build_tokenizer, tokenizer_from_dict
 
 log = logging.getLogger("asr")
+
+
+class EpochBucketBatchSampler(BucketBatchSampler):
+    """A BucketBatchSampler that takes its epoch from `epoch()` (the trainer's) as each pass over the data begins.
+
+    Lightning calls set_epoch on a DataLoader's sampler and on its batch sampler's `.sampler`, never on a batch
+    sampler itself. Left to that, every epoch had epoch 0's batch order, and a mid-epoch resume, which skips the
+    trained batches only in the epoch it was interrupted in, trained the epoch's first batches again instead of
+    its remaining ones (tests/test_training_faults.py: a resumed run's weights differed from an uninterrupted one)."""
+
+    def __init__(self, *args: Any, epoch: Callable[[], int], **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self._trainer_epoch = epoch
+
+    def __iter__(self) -> Iterator[list[int]]:
+        self.set_epoch(self._trainer_epoch())
+        return super().__iter__()
 
 
 class ASRDataModule(L.LightningDataModule):
@@ -64,7 +93,12 @@ class ASRDataModule(L.LightningDataModule):
     def _loader(self, dataset: SpeechDataset, shuffle: bool) -> DataLoader:
         d = self.cfg.data
         rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
-        sampler = BucketBatchSampler(
+        make = BucketBatchSampler
+        if shuffle and self.trainer is not None:  # the epoch Lightning gives samplers: the one in progress
+            make = partial(
+                EpochBucketBatchSampler, epoch=lambda: self.trainer.fit_loop.epoch_progress.current.processed
+            )
+        sampler = make(
             [u.duration for u in dataset.utts],
             d.max_frames_per_batch,
             d.max_batch_size,
@@ -446,11 +480,178 @@ def _read_checkpoint(path: Path) -> dict:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint writer, through asr.outputs.atomic_open: the checkpoint goes to a temporary file
+    beside the target, fsynced, then renamed over it, so a kill or a full disk leaves the previous file whole
+    (last.ckpt included: ModelCheckpoint saves it through here too, it is not linked with save_last=True).
+
+    The bytes are serialized in memory first and written by Python: torch.save's own writer reports a full disk as
+    a RuntimeError without an errno, whereas here it becomes an OutputError naming the file. Training owns its
+    checkpoint folder, so files there are replaced without the ownership check of other outputs."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
+        if storage_options is not None:
+            raise TypeError(f"{type(self).__name__} takes no storage_options")
+        buffer = io.BytesIO()
+        torch.save(checkpoint, buffer)
+        with atomic_open(path, "wb", overwrite=True) as f:
+            f.write(buffer.getbuffer())
+
+
+class LastCheckpoint(ModelCheckpoint):
+    """last.ckpt, the state `--resume` continues from: every N training steps (N = 0: never mid-epoch) and after
+    every validation. Two changes to Lightning 2.6's own save_last, both found by tests/test_training_faults.py:
+
+    - Not after an epoch's last batch: resumed from a checkpoint taken there, before validation, Lightning's epoch
+      counters end up one behind (the next epoch counts as restarted, never as started), and a second resume from
+      that run trains extra batches (two or four too many in 40 steps). The save after validation follows anyway.
+    - After every epoch's validation, not only after one whose checkpoint made the best k: otherwise last.ckpt lags
+      the end of an epoch that did not improve, and the last epoch's end is not in it."""
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any, **kwargs: Any) -> None:
+        if trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
+            return
+        super().on_train_batch_end(trainer, pl_module, *args, **kwargs)
+
+    # After validation, at the hook where the best-k checkpoints are saved too (the end of the training epoch,
+    # unless validation runs at other times): saved earlier, last.ckpt would hold their state from before the
+    # epoch's entry, and a run resumed from it would forget that checkpoint when choosing the best.
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._should_save_on_train_epoch_end(trainer):
+            self._save_last_after_validation(trainer)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not self._should_save_on_train_epoch_end(trainer):
+            self._save_last_after_validation(trainer)
+
+    def _save_last_after_validation(self, trainer: L.Trainer) -> None:
+        if not self._should_skip_saving_checkpoint(trainer):  # not in the sanity check, not twice at one step
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+    @property
+    def state_key(self) -> str:
+        # The key its state has in a checkpoint: as a plain ModelCheckpoint's, so that runs checkpointed before
+        # this class existed resume with it.
+        return "ModelCheckpoint" + super().state_key.removeprefix(type(self).__qualname__)
+
+
+# What `--resume` needs of a checkpoint: weights, vocabulary, and the trainer state Lightning restores.
+RESUME_KEYS = ("state_dict", "asr_tokenizer", "global_step", "optimizer_states", "loops")
+
+
+def read_resume_checkpoint(path: Path) -> dict:
+    """The checkpoint at `path` if `--resume` can continue from it, else ValueError naming it and saying why.
+
+    Besides torch.load, the zip archive's CRCs are checked: torch.load checks none, and a damaged byte in the
+    weights would otherwise resume silently from different weights."""
+    try:
+        with open(path, "rb") as f:
+            if f.read(4) != ZIP_MAGIC:
+                raise ValueError("not a zip archive as torch.save writes")
+        with zipfile.ZipFile(path) as zf:
+            bad = zf.testzip()
+        if bad is not None:
+            raise ValueError(f"checksum mismatch in {bad}")
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # OSError, BadZipFile, EOFError, UnpicklingError, RuntimeError...: all mean unreadable
+        raise ValueError(f"{path}: unreadable checkpoint ({describe(e)})") from None
+    missing = [k for k in RESUME_KEYS if k not in ckpt] if isinstance(ckpt, dict) else list(RESUME_KEYS)
+    if missing:
+        raise ValueError(f"{path}: not a training checkpoint of this toolkit (no {', '.join(missing)})")
+    return ckpt
+
+
+def _run_checkpoints(ckpt_dir: Path) -> list[Path]:
+    """The run's checkpoints other than last.ckpt: best-k in checkpoints/, last-N epochs in checkpoints/epochs/
+    (not the hidden temporary files of a write in progress)."""
+    found = [*ckpt_dir.glob("*.ckpt"), *(ckpt_dir / "epochs").glob("*.ckpt")]
+    return sorted(p for p in found if p.name != "last.ckpt" and not p.name.startswith("."))
+
+
+def find_resume_checkpoint(ckpt_dir: Path) -> tuple[Path, dict] | None:
+    """Where `--resume` continues: last.ckpt when it is readable; otherwise, with a warning naming both files, the
+    readable checkpoint of the run with the highest global step (ties: the newest file). None when the folder
+    holds no checkpoint at all (the caller starts from scratch, with a warning).
+
+    When there are checkpoints but none is readable this is an error (ValueError naming the folder), not a fresh
+    start: as with Kaldi's and ESPnet's resume stages, asking to continue never silently discards a run, and a
+    fresh start would delete the very files someone may want to rescue."""
+    last = ckpt_dir / "last.ckpt"
+    others = _run_checkpoints(ckpt_dir) if ckpt_dir.is_dir() else []
+    if not last.is_file() and not others:
+        return None
+    problems = []
+    if last.is_file():
+        try:
+            return last, read_resume_checkpoint(last)
+        except ValueError as e:
+            problems.append(str(e))
+    else:
+        problems.append(f"{last}: missing")
+    readable = []  # (global step, modification time, path); read again below, so only one is held at a time
+    for path in others:
+        try:
+            readable.append((int(read_resume_checkpoint(path)["global_step"]), path.stat().st_mtime_ns, path))
+        except (ValueError, TypeError, OSError) as e:
+            problems.append(str(e))
+    if not readable:
+        raise ValueError(
+            f"--resume: no readable checkpoint in {ckpt_dir} ({'; '.join(problems)}); move the folder aside to keep "
+            "it, or train without --resume to start afresh (which deletes these checkpoints)"
+        )
+    step, _, path = max(readable)
+    log.warning("--resume: %s; resuming from %s (global step %d) instead", problems[0], path, step)
+    return path, read_resume_checkpoint(path)
+
+
+def _remove_temporaries(out: Path, ckpt_dir: Path) -> None:
+    """Delete what a killed write left behind: the temporary files of checkpoints (asr.outputs.atomic_path names
+    them .NAME.XXXX.tmp.SUFFIX), of the outputs' ledger, and of the model file (asr.model_file: model.pt.tmp).
+    They are never renamed into place, so they are only ever debris."""
+    for folder in (ckpt_dir, ckpt_dir / "epochs"):
+        for f in [*folder.glob(".*.tmp.ckpt"), *folder.glob(".asr-outputs.*.tmp")]:
+            f.unlink(missing_ok=True)
+    for f in [out / "model.pt.tmp", *out.glob(".model.pt.*.tmp.pt"), *out.glob(".asr-outputs.*.tmp")]:
+        f.unlink(missing_ok=True)
+
+
+def _output_error_in(e: BaseException | None) -> OutputError | None:
+    """The first OutputError in an exception's chain (itself, its cause or the one it was raised while handling)."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        if isinstance(e, OutputError):
+            return e
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return None
+
+
+@contextlib.contextmanager
+def _disk_errors_reported(out: Path) -> Iterator[None]:
+    """A write that fails during fit() ends training with the OutputError naming the file. Lightning re-raises a
+    callback's exception as it is, but on the way out it finalizes the loggers, whose own write can fail too (a
+    full disk) and would hide the first error: the OutputError is dug out of the chain. A plain ENOSPC from
+    elsewhere (a log file) becomes an OutputError naming that file."""
+    try:
+        yield
+    except OutputError:
+        raise
+    except Exception as e:
+        first = _output_error_in(e)
+        if first is not None:
+            raise first from None
+        if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+            where = e.filename or out
+            raise OutputError(e.errno, f"{where}: cannot write it (no space left on the device)") from None
+        raise
+
+
 def train(cfg: Config, resume: bool = False, extra_callbacks: tuple = ()) -> Path:
     """Fit the model on cfg.data and write <out_dir>/model.pt. `extra_callbacks`: Lightning callbacks to add."""
     t = cfg.train
     out = Path(t.out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    check_output(out / "model.pt")  # before training, not an hour later (--overwrite replaces a foreign file)
     if t.num_threads > 0:
         torch.set_num_threads(t.num_threads)
     L.seed_everything(t.seed, workers=True, verbose=False)
@@ -461,7 +662,9 @@ def train(cfg: Config, resume: bool = False, extra_callbacks: tuple = ()) -> Pat
     dev_utts = load_split(cfg.data.dev_manifest)
     ckpt_dir = out / "checkpoints"
     last = ckpt_dir / "last.ckpt"
-    resume_from = last if resume and last.is_file() else None
+    _remove_temporaries(out, ckpt_dir)
+    found = find_resume_checkpoint(ckpt_dir) if resume else None
+    resume_from, resume_ckpt = found if found is not None else (None, None)
     if resume and resume_from is None:
         log.warning("--resume: no %s yet, starting from scratch", last)
     if resume_from is None and ckpt_dir.is_dir():
@@ -476,9 +679,10 @@ def train(cfg: Config, resume: bool = False, extra_callbacks: tuple = ()) -> Pat
                 f.unlink()
 
     if resume_from is not None:  # same vocabulary as the interrupted run, whatever the manifests say now
-        tokenizer = tokenizer_from_dict(_read_checkpoint(resume_from)["asr_tokenizer"])
+        tokenizer = tokenizer_from_dict(resume_ckpt["asr_tokenizer"])
     else:
         tokenizer = build_tokenizer(cfg.tokenizer, (u.text for u in train_utts))
+    del resume_ckpt  # Lightning reads the file itself; the weights need not stay in memory twice
     recognizer = Recognizer(cfg, tokenizer)
     if resume_from is None:
         compute_cmvn(recognizer, train_utts, seed=t.seed)  # on resume the statistics come with the weights
@@ -504,7 +708,7 @@ def train(cfg: Config, resume: bool = False, extra_callbacks: tuple = ()) -> Pat
         monitor="val_wer",
         mode="min",
         save_top_k=max(3, n_avg if t.average_by == "best" else 0),
-        save_last=True,
+        save_last=False,  # LastCheckpoint below
         auto_insert_metric_name=False,
         enable_version_counter=False,
     )
@@ -520,16 +724,17 @@ def train(cfg: Config, resume: bool = False, extra_callbacks: tuple = ()) -> Pat
                 auto_insert_metric_name=False,
             )
         )
-    if t.checkpoint_every_n_steps > 0:  # last.ckpt mid-epoch too: an interrupted run loses little
-        callbacks.append(
-            ModelCheckpoint(
-                dirpath=ckpt_dir,
-                every_n_train_steps=t.checkpoint_every_n_steps,
-                save_top_k=0,
-                save_last=True,
-                enable_version_counter=False,
-            )
+    # last.ckpt after each epoch, and mid-epoch too so that an interrupted run loses little. After the others in
+    # the list, so it holds their state of the same moment (Lightning runs checkpoint callbacks in this order).
+    callbacks.append(
+        LastCheckpoint(
+            dirpath=ckpt_dir,
+            every_n_train_steps=max(t.checkpoint_every_n_steps, 0),
+            save_top_k=0,
+            save_last=True,
+            enable_version_counter=False,
         )
+    )
     if t.logger == "tensorboard":
         logger = TensorBoardLogger(str(out), name="logs")
     elif t.logger == "csv":
@@ -553,12 +758,14 @@ def train(cfg: Config, resume: bool = False, extra_callbacks: tuple = ()) -> Pat
         num_sanity_val_steps=1,
         default_root_dir=str(out),
         enable_model_summary=False,
+        plugins=[AtomicCheckpointIO()],  # applies to the strategy string chosen (ddp, ...) as to the default
     )
     start = time.time()
     # The data module's state (epoch, batches done) makes mid-epoch resumption exact; Lightning only looks for it
     # on the DataLoader, and would warn that it is missing.
     warnings.filterwarnings("ignore", message=".*your dataloader is not resumable.*")
-    trainer.fit(module, data, ckpt_path=str(resume_from) if resume_from else None)
+    with _disk_errors_reported(out):
+        trainer.fit(module, data, ckpt_path=str(resume_from) if resume_from else None)
     minutes = (time.time() - start) / 60
     if trainer.global_rank != 0:
         return out / "model.pt"
@@ -569,7 +776,8 @@ def train(cfg: Config, resume: bool = False, extra_callbacks: tuple = ()) -> Pat
         callbacks,
         dev_utts,
         out / "model.pt",
-        {"epochs": trainer.current_epoch, "train_minutes": round(minutes, 2)},
+        # global_step: optimizer steps in all (across --resume), so a resumed run can be compared with another
+        {"epochs": trainer.current_epoch, "global_step": trainer.global_step, "train_minutes": round(minutes, 2)},
     )
 
 
