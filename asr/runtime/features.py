@@ -1,0 +1,218 @@
+"""Features in numpy: mono waveform -> log-mel fbank or MFCC (+ deltas), as asr.features' front end in eval mode.
+
+    compute_features(wav (samples,) float32, cfg) -> (frames, dim) float32
+    compute_batch([wav, ...], cfg) -> feats (batch, max_frames, dim) float32 zero-padded, lengths (batch,) int64
+
+`cfg` is the model's `features` section as a plain dict (dataclasses.asdict(FeatureConfig)); missing keys take
+FeatureConfig's defaults, keys the front end does not use (cmvn) are ignored. The steps are Kaldi's, as in
+asr/features.py: snip_edges framing (1 + (samples - win) // hop frames, none for a signal shorter than a window),
+per-frame DC removal, pre-emphasis, povey/hann/hamming window, zero padding to n_fft, power spectrum, Kaldi mel
+triangles, natural log floored at float32 eps; MFCC adds an orthonormal DCT-II (no lifter) and HTK deltas and
+delta-deltas. Inference never dithers (the torch front end dithers only in training), and VTLP/VTLN warps are not
+here. CMVN is inside the exported encoder graph. Computed in float64, returned as float32.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Any
+
+import numpy as np
+
+FLOAT32_EPS = float(np.finfo(np.float32).eps)  # Kaldi's floor on mel energies before the log
+CHUNK_FRAMES = 2048  # frames per FFT pass: bounds the float64 temporaries (~8 MB) for long recordings
+
+# asr.config.FeatureConfig's defaults (tests/test_runtime_frontend.py keeps them in step), for keys a card lacks.
+DEFAULTS: dict[str, Any] = dict(
+    kind="fbank",
+    sample_rate=16000,
+    win_ms=25.0,
+    hop_ms=10.0,
+    n_fft=512,
+    n_mels=80,
+    n_mfcc=13,
+    low_freq=20.0,
+    high_freq=0.0,
+    window="povey",
+    preemphasis=0.97,
+    remove_dc=True,
+    dither=0.0,
+    delta_window=2,
+    cmvn="global",
+)
+
+
+def frame_sizes(cfg: dict) -> tuple[int, int]:
+    """(window, hop) in samples: 400 and 160 at 16 kHz with 25 ms / 10 ms."""
+    cfg = {**DEFAULTS, **cfg}
+    win = round(cfg["sample_rate"] * cfg["win_ms"] / 1000)
+    hop = round(cfg["sample_rate"] * cfg["hop_ms"] / 1000)
+    if not 2 <= win <= cfg["n_fft"] or hop < 1:
+        raise ValueError(f"features: need 2 <= window ({win} samples) <= n_fft ({cfg['n_fft']}) and hop >= 1 ({hop})")
+    return win, hop
+
+
+def frame_counts(lengths: np.ndarray, win: int, hop: int) -> np.ndarray:
+    """Kaldi snip_edges frame counts: 1 + (len - win) // hop, 0 when an utterance is shorter than a window."""
+    lengths = np.asarray(lengths, dtype=np.int64)
+    return np.where(lengths >= win, (lengths - win) // hop + 1, 0)
+
+
+def kaldi_window(kind: str, win: int) -> np.ndarray:
+    """Symmetric windows as Kaldi defines them (denominator win - 1); povey is hann ** 0.85. (win,) float64."""
+    phase = 2 * math.pi * np.arange(win) / (win - 1)
+    if kind in ("povey", "hann"):
+        hann = 0.5 - 0.5 * np.cos(phase)
+        return hann**0.85 if kind == "povey" else hann
+    if kind == "hamming":
+        return 0.54 - 0.46 * np.cos(phase)
+    raise ValueError(f"features: unknown window '{kind}' (known: povey, hann, hamming)")
+
+
+def hz_to_mel(f: np.ndarray | float) -> np.ndarray:
+    """Hz -> mel = 1127 ln(1 + f / 700) (Kaldi's scale), float64."""
+    return 1127.0 * np.log1p(np.asarray(f, dtype=np.float64) / 700.0)
+
+
+def kaldi_mel_matrix(n_mels: int, n_fft: int, sample_rate: int, low_freq: float, high_freq: float) -> np.ndarray:
+    """Kaldi mel filterbank (n_fft // 2 + 1, n_mels): power spectrum @ matrix = mel energies. Triangles are linear
+    in mel between n_mels + 2 equally spaced points; high_freq <= 0 means Nyquist + high_freq; the Nyquist bin gets
+    no weight (as in Kaldi)."""
+    nyquist = sample_rate / 2
+    if high_freq <= 0:
+        high_freq += nyquist
+    if not (0 <= low_freq < nyquist and 0 < high_freq <= nyquist and low_freq < high_freq):
+        raise ValueError(f"features: bad mel range low_freq={low_freq}, high_freq={high_freq} (Nyquist {nyquist})")
+    lo, hi = hz_to_mel(low_freq), hz_to_mel(high_freq)
+    edges = lo + (hi - lo) * np.linspace(0.0, 1.0, n_mels + 2)  # (n_mels + 2,)
+    left, centre, right = edges[:-2, None], edges[1:-1, None], edges[2:, None]  # (n_mels, 1)
+    bin_mel = hz_to_mel(np.arange(n_fft // 2) * sample_rate / n_fft)  # (n_fft // 2,)
+    rising = (bin_mel - left) / (centre - left)
+    falling = (right - bin_mel) / (right - centre)
+    weights = np.maximum(np.minimum(rising, falling), 0.0)  # (n_mels, n_fft // 2)
+    return np.concatenate([weights, np.zeros((n_mels, 1))], axis=1).T.copy()  # (n_fft // 2 + 1, n_mels)
+
+
+def dct_matrix(n_mels: int, n_ceps: int) -> np.ndarray:
+    """Orthonormal DCT-II as a (n_mels, n_ceps) matrix (scipy norm='ortho'), c0 included."""
+    m = np.arange(n_mels)
+    k = np.arange(n_ceps)[:, None]
+    basis = np.cos(math.pi / n_mels * (m + 0.5) * k) * math.sqrt(2.0 / n_mels)  # (n_ceps, n_mels)
+    basis[0] /= math.sqrt(2.0)
+    return basis.T.copy()
+
+
+class _Setup:
+    """A config's checked sizes and fixed matrices, built once per distinct config (see _setup)."""
+
+    def __init__(self, cfg: dict):
+        self.kind = cfg["kind"]
+        if self.kind not in ("fbank", "mfcc"):
+            raise ValueError(f"features.kind: unknown feature kind '{self.kind}' (known: fbank, mfcc)")
+        self.win, self.hop = frame_sizes(cfg)
+        self.n_fft, self.n_mels = int(cfg["n_fft"]), int(cfg["n_mels"])
+        if self.n_fft % 2:
+            raise ValueError(f"features: n_fft must be even, got {self.n_fft}")
+        self.preemphasis = float(cfg["preemphasis"])
+        if not 0.0 <= self.preemphasis <= 1.0:
+            raise ValueError(f"features: preemphasis must be in [0, 1], got {self.preemphasis}")
+        self.remove_dc = bool(cfg["remove_dc"])
+        self.window = kaldi_window(cfg["window"], self.win)  # (win,)
+        self.mel = kaldi_mel_matrix(self.n_mels, self.n_fft, cfg["sample_rate"], cfg["low_freq"], cfg["high_freq"])
+        self.dim = self.n_mels
+        if self.kind == "mfcc":
+            self.n_mfcc, self.delta_window = int(cfg["n_mfcc"]), int(cfg["delta_window"])
+            if not 1 <= self.n_mfcc <= self.n_mels:
+                raise ValueError(
+                    f"features: need 1 <= n_mfcc <= n_mels, got n_mfcc={self.n_mfcc}, n_mels={self.n_mels}"
+                )
+            if self.delta_window < 1:
+                raise ValueError(f"features: delta_window must be >= 1, got {self.delta_window}")
+            self.dct = dct_matrix(self.n_mels, self.n_mfcc)  # (n_mels, n_mfcc)
+            self.dim = 3 * self.n_mfcc
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_setup(items: tuple) -> _Setup:
+    return _Setup(dict(items))
+
+
+def _setup(cfg: dict) -> _Setup:
+    full = {**DEFAULTS, **cfg}
+    # Only hashable values can key the cache; a config is a flat dict of scalars.
+    return _cached_setup(tuple(sorted((k, v) for k, v in full.items() if k in DEFAULTS)))
+
+
+def feature_dim(cfg: dict) -> int:
+    """Feature dimension a config gives: n_mels for fbank, 3 * n_mfcc for MFCC."""
+    return _setup(cfg).dim
+
+
+def _log_mel(x: np.ndarray, s: _Setup) -> np.ndarray:
+    """(samples,) float64 -> log-mel (frames, n_mels) float64."""
+    (n_frames,) = frame_counts(np.array([x.size]), s.win, s.hop)
+    out = np.empty((n_frames, s.n_mels))
+    if n_frames == 0:
+        return out
+    frames_view = np.lib.stride_tricks.sliding_window_view(x, s.win)[:: s.hop][:n_frames]  # (frames, win), no copy
+    c = s.preemphasis
+    for start in range(0, n_frames, CHUNK_FRAMES):
+        frames = frames_view[start : start + CHUNK_FRAMES]  # (n, win)
+        if s.remove_dc:
+            frames = frames - frames.mean(axis=1, keepdims=True)
+        # Kaldi pre-emphasises within each frame: y[j] = x[j] - c x[j-1], and y[0] = (1 - c) x[0].
+        emph = np.empty_like(frames)
+        emph[:, 1:] = frames[:, 1:] - c * frames[:, :-1]
+        emph[:, 0] = (1.0 - c) * frames[:, 0]
+        spectrum = np.fft.rfft(emph * s.window, n=s.n_fft)  # zero-padded to n_fft: (n, n_fft // 2 + 1)
+        power = spectrum.real**2 + spectrum.imag**2
+        np.log(np.maximum(power @ s.mel, FLOAT32_EPS), out=out[start : start + len(frames)])
+    return out
+
+
+def deltas(feats: np.ndarray, half_width: int) -> np.ndarray:
+    """HTK/Kaldi regression deltas d[t] = sum_n n (x[t+n] - x[t-n]) / (2 sum_n n^2), n = 1..half_width, over one
+    utterance (frames, dim); neighbours past either end are clamped to the edge frame (edge frames replicated)."""
+    n = feats.shape[0]
+    denom = 2 * sum(k * k for k in range(1, half_width + 1))
+    t = np.arange(n)
+    out = np.zeros_like(feats)
+    for k in range(1, half_width + 1):
+        ahead = feats[np.minimum(t + k, n - 1)]
+        behind = feats[np.maximum(t - k, 0)]
+        out += k * (ahead - behind)
+    return out / denom
+
+
+def compute_features(wav: np.ndarray, cfg: dict, warp: float | None = None) -> np.ndarray:
+    """A mono waveform (samples,) in [-1, 1] -> features (frames, dim) float32; (0, dim) when shorter than a window.
+
+    warp: VTLP/VTLN frequency warps are not in the runtime; anything but None or 1.0 raises ValueError."""
+    if warp is not None and warp != 1.0:
+        raise ValueError("features: frequency warps (VTLP/VTLN) are not in the runtime (use the torch model)")
+    s = _setup(cfg)
+    x = np.asarray(wav)
+    if x.ndim != 1:
+        raise ValueError(f"compute_features expects a mono waveform (samples,), got shape {x.shape}")
+    # Round to float32 first, as the torch front end does, then work in float64.
+    x = x.astype(np.float32, copy=False).astype(np.float64)
+    logmel = _log_mel(x, s)  # (frames, n_mels)
+    if s.kind == "fbank":
+        return logmel.astype(np.float32)
+    ceps = logmel @ s.dct  # (frames, n_mfcc)
+    d1 = deltas(ceps, s.delta_window)
+    d2 = deltas(d1, s.delta_window)  # HTK's delta-deltas: the regression applied to the deltas
+    return np.concatenate([ceps, d1, d2], axis=1).astype(np.float32)  # (frames, 3 * n_mfcc)
+
+
+def compute_batch(wavs: list[np.ndarray], cfg: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Waveforms [(samples_i,)] -> feats (batch, max_frames, dim) float32, frames past each length 0; lengths
+    (batch,) int64."""
+    dim = feature_dim(cfg)
+    per_utt = [compute_features(w, cfg) for w in wavs]
+    lengths = np.array([f.shape[0] for f in per_utt], dtype=np.int64)
+    feats = np.zeros((len(per_utt), int(lengths.max(initial=0)), dim), dtype=np.float32)
+    for i, f in enumerate(per_utt):
+        feats[i, : f.shape[0]] = f
+    return feats, lengths

@@ -1,0 +1,164 @@
+"""An exported folder (asr export) -> ONNX Runtime sessions: encoder and incremental decoder, in numpy.
+
+    OnnxModel(folder, threads=0)
+        .card                                  model.json (config, tokenizer, dims, ...), checked
+        .encode(feats (B, T, dim), lengths)    -> Encoded: memory_lengths (B,), ctc_log_probs (B, T/4, V), the
+                                                  decoder's cross-attention keys/values (layers, B, heads, T/4, dh)
+        .steps(encoded)                        -> DecoderSteps, the StepNetwork the searches (asr.runtime.search) drive
+
+Refused with ExportError naming the file: a missing graph or card, a card of another format version, a graph whose
+size or sha256 differs from what the card recorded at export (damaged or tampered), a graph ONNX Runtime cannot load.
+Imports only numpy and onnxruntime.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+EXPORT_FORMAT = "asr-onnx/1"  # what asr.export writes (kept in step with it: tests/test_export.py)
+CARD = "model.json"
+GRAPHS = ("encoder.onnx", "decoder_step.onnx")
+
+
+class ExportError(ValueError):
+    """An export folder is missing a file, damaged, tampered with or of another version; the message names the file."""
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def read_card(folder: str | Path) -> dict:
+    """model.json of an export folder, its format version and the recorded graph files checked."""
+    folder = Path(folder)
+    path = folder / CARD
+    if not folder.is_dir():
+        raise ExportError(f"{folder}: not an export folder (asr export --model M --out DIR writes one)")
+    if not path.is_file():
+        raise ExportError(f"{path}: missing (not an export folder written by asr export?)")
+    try:
+        card = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ExportError(f"{path}: not a readable model card ({e})") from None
+    if not isinstance(card, dict) or card.get("format") != EXPORT_FORMAT:
+        found = card.get("format") if isinstance(card, dict) else None
+        raise ExportError(
+            f"{path}: export format {found!r}, but this runtime reads {EXPORT_FORMAT!r}"
+            + (" (a newer toolkit wrote it: upgrade the runtime)" if isinstance(found, str) else "")
+        )
+    for key in ("config", "tokenizer", "special_ids", "dims", "files"):
+        if key not in card:
+            raise ExportError(f"{path}: damaged model card (no {key!r})")
+    for name in GRAPHS:
+        graph, want = folder / name, card["files"].get(name)
+        if not graph.is_file():
+            raise ExportError(f"{graph}: missing from the export folder")
+        if not isinstance(want, dict):
+            raise ExportError(f"{path}: damaged model card (no entry for {name})")
+        size = graph.stat().st_size
+        if size != want.get("bytes") or _sha256(graph) != want.get("sha256"):
+            raise ExportError(
+                f"{graph}: differs from the file exported ({size} bytes, sha256 does not match {CARD}): damaged or "
+                "changed since; export again"
+            )
+    return card
+
+
+@dataclass
+class Encoded:
+    """The encoder output of a batch (numpy)."""
+
+    memory: np.ndarray  # (B, T', d_model)
+    lengths: np.ndarray  # (B,) int64 valid encoder frames
+    ctc_log_probs: np.ndarray | None  # (B, T', V); None when the model's CTC head was never trained
+    cross_k: np.ndarray  # (layers, B, heads, T', d_head)
+    cross_v: np.ndarray
+    frame_seconds: float
+
+
+@dataclass
+class StepState:
+    """Decoder state of R hypothesis rows: the keys/values of the tokens fed so far, and their utterances' encoder
+    keys/values (repeated per row: beam rows of one utterance share them, but ORT wants one row each)."""
+
+    self_k: np.ndarray  # (layers, R, heads, t, d_head)
+    self_v: np.ndarray
+    cross_k: np.ndarray  # (layers, R, heads, T', d_head)
+    cross_v: np.ndarray
+    memory_lengths: np.ndarray  # (R,)
+
+
+class DecoderSteps:
+    """The StepNetwork protocol of asr.runtime.search over the decoder_step graph, for one encoded batch."""
+
+    def __init__(self, session, encoded: Encoded, dims: dict):
+        self.session, self.encoded, self.dims = session, encoded, dims
+
+    def start(self, rows: np.ndarray) -> StepState:
+        e, d = self.encoded, self.dims
+        empty = np.zeros((d["layers"], len(rows), d["heads"], 0, d["d_head"]), dtype=np.float32)
+        return StepState(empty, empty, e.cross_k[:, rows], e.cross_v[:, rows], e.lengths[rows])
+
+    def step(self, tokens: np.ndarray, state: StepState) -> tuple[np.ndarray, StepState]:
+        feeds = {
+            "tokens": np.asarray(tokens, dtype=np.int64),
+            "self_k": state.self_k,
+            "self_v": state.self_v,
+            "cross_k": state.cross_k,
+            "cross_v": state.cross_v,
+            "memory_lengths": state.memory_lengths,
+        }
+        log_probs, k, v = self.session.run(None, feeds)
+        return log_probs, StepState(k, v, state.cross_k, state.cross_v, state.memory_lengths)
+
+    def select(self, state: StepState, rows: np.ndarray) -> StepState:
+        s = state
+        return StepState(
+            s.self_k[:, rows], s.self_v[:, rows], s.cross_k[:, rows], s.cross_v[:, rows], s.memory_lengths[rows]
+        )
+
+
+class OnnxModel:
+    """The two graphs of an export folder on ONNX Runtime's CPU provider. threads=0: ORT's default (all cores)."""
+
+    def __init__(self, folder: str | Path, threads: int = 0):
+        import onnxruntime as ort
+
+        self.folder = Path(folder)
+        self.card = read_card(self.folder)
+        self.dims = self.card["dims"]
+        self.config = self.card["config"]
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        opts.log_severity_level = 3  # errors only: no warnings about unused initializers
+        self.sessions = {}
+        for name in GRAPHS:
+            try:
+                self.sessions[name] = ort.InferenceSession(
+                    str(self.folder / name), opts, providers=["CPUExecutionProvider"]
+                )
+            except Exception as e:  # ORT raises its own Fail/InvalidGraph/...: all mean unusable
+                raise ExportError(f"{self.folder / name}: ONNX Runtime cannot load it ({e})") from None
+        f = self.config["features"]
+        hop = round(f["sample_rate"] * f["hop_ms"] / 1000)
+        self.frame_seconds = self.dims["subsampling"] * hop / f["sample_rate"]
+
+    def encode(self, feats: np.ndarray, lengths: np.ndarray) -> Encoded:
+        """feats (B, T, dim) float32 (raw features: CMVN is in the graph), lengths (B,) -> Encoded."""
+        memory, m_lengths, ctc, ck, cv = self.sessions["encoder.onnx"].run(
+            None, {"feats": np.ascontiguousarray(feats, dtype=np.float32), "lengths": lengths.astype(np.int64)}
+        )
+        return Encoded(memory, m_lengths, ctc if self.card["has_ctc"] else None, ck, cv, self.frame_seconds)
+
+    def steps(self, encoded: Encoded) -> DecoderSteps:
+        return DecoderSteps(self.sessions["decoder_step.onnx"], encoded, self.dims)

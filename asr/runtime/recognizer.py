@@ -1,0 +1,197 @@
+"""An export folder -> transcripts, without torch: what asr.recognizer.Recognizer.transcribe does, on ONNX Runtime.
+
+    rt = Runtime("exp/an4/onnx")               model.json checked, graphs loaded (threads=0: all cores)
+    rt.options(beam_size=10)                   -> DecodingOptions (asr.decoding.options: the same options, defaults
+                                                  and checks as the torch path)
+    rt.transcribe(["a.wav"], beam_size=10)     -> [Transcript] (asr.transcript: txt/json/srt/vtt via render)
+
+Pipeline per batch: numpy features (asr.runtime.features) -> encoder graph (CMVN inside) -> the search asked for
+(asr.runtime.search: greedy, beam with joint CTC, CTC best path) -> text (asr.runtime.tokens). Long recordings are cut
+at pauses (asr.runtime.segment) into chunks of at most max_chunk_seconds, decoded in batches of similar length, and
+stitched. Not here (yet): the NAT decoders, LM fusion and test-time VTLN warps, refused with an OptionsError.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from asr.decoding.options import DecodingOptions, OptionsError, build_options, keyword
+from asr.runtime.align import ctc_align
+from asr.runtime.audio import load_audio, resample
+from asr.runtime.features import compute_batch
+from asr.runtime.model import OnnxModel
+from asr.runtime.search import beam_search, ctc_greedy, greedy_search
+from asr.runtime.segment import Segment, split_on_pauses
+from asr.runtime.tokens import Vocabulary
+from asr.transcript import TimedText, Transcript, Word
+
+MAX_CHUNK_SECONDS = 20.0  # as asr.segment: longer inputs are cut at pauses
+MIN_FEATURE_FRAMES = 7  # the conv front end needs this many frames for one encoder frame (asr.recognizer)
+RUNTIME_DECODERS = ("greedy", "beam", "ctc")
+
+
+def _namespace(d: Any) -> Any:
+    """model.json's config dict -> nested attribute access (cfg.features.sample_rate), as the Config dataclasses give
+    the torch Recognizer: asr.transcribe and DecodingOptions.from_config read it that way."""
+    if isinstance(d, dict):
+        return types.SimpleNamespace(**{k: _namespace(v) for k, v in d.items()})
+    return d
+
+
+class Runtime:
+    """A transcriber over an export folder; the interface of asr.recognizer.Recognizer that asr transcribe uses."""
+
+    def __init__(self, folder: str | Path, threads: int = 0):
+        self.model = OnnxModel(folder, threads)
+        self.card = self.model.card
+        self.cfg = _namespace(self.card["config"])
+        self.features_cfg = self.card["config"]["features"]
+        self.sample_rate = int(self.features_cfg["sample_rate"])
+        self.vocab = Vocabulary(self.card["tokenizer"])
+        self.ids = self.card["special_ids"]
+        self.has_ctc = bool(self.card["has_ctc"])
+        self.lm = None  # no LM fusion in the runtime (the options checks read this)
+
+    def options(self, options: DecodingOptions | None = None, spell=keyword, **given: Any) -> DecodingOptions:
+        """The model's default options (model.json) with `given` applied and checked, as Recognizer.options."""
+        base_name = "" if options is not None else "the model's decode.decoder"
+        base = options if options is not None else DecodingOptions.from_config(self.cfg.decode)
+        opts, explicit = build_options(base, given, spell, base_name)
+        if opts.decoder == "beam" and opts.ctc_weight > 0 and not self.has_ctc:
+            if "ctc_weight" in explicit:
+                raise OptionsError(
+                    f"{spell('ctc_weight')} {opts.ctc_weight:g}: this model's CTC head was never trained"
+                )
+            opts = dataclasses.replace(opts, ctc_weight=0.0)
+        if opts.lm_weight > 0:
+            if "lm_weight" in explicit:
+                raise OptionsError(f"{spell('lm_weight')}: the ONNX runtime has no LM fusion (use the torch model)")
+            opts = dataclasses.replace(opts, lm_weight=0.0)
+        self.check(opts)
+        return opts
+
+    def check(self, options: DecodingOptions) -> None:
+        d = options.decoder
+        if d not in RUNTIME_DECODERS:
+            raise OptionsError(
+                f"decoder {d}: not in the ONNX runtime (it has {', '.join(RUNTIME_DECODERS)}; use the torch model)"
+            )
+        if d == "ctc" and not self.has_ctc:
+            raise OptionsError(f"decoder {d}: this model's CTC head was never trained (loss.ctc_weight = 0)")
+        if options.vtln_warps and options.vtln_warps != (1.0,):
+            raise OptionsError("vtln_warps: test-time VTLN is not in the ONNX runtime (use the torch model)")
+
+    # --- audio ------------------------------------------------------------------------------------------------------
+
+    def load(self, x: str | Path | np.ndarray, sample_rate: int | None = None) -> np.ndarray:
+        """A file, or an array at `sample_rate` ((samples,) or (samples, channels)) -> mono float32 at the model's
+        rate."""
+        if isinstance(x, (str, Path)):
+            return load_audio(x, self.sample_rate)
+        if sample_rate is None:
+            raise ValueError("transcribe(arrays) needs sample_rate=")
+        arr = np.asarray(x)
+        if np.issubdtype(arr.dtype, np.integer):
+            arr = arr.astype(np.float32) / float(-np.iinfo(arr.dtype).min)
+        arr = arr.astype(np.float32).mean(axis=1) if arr.ndim == 2 else arr.astype(np.float32)
+        return resample(arr, sample_rate, self.sample_rate)
+
+    def cut(self, wav: np.ndarray, max_chunk_seconds: float | None = None, cut_at_pauses: bool = True) -> list[Segment]:
+        sr = self.sample_rate
+        f = self.features_cfg
+        win, hop = round(sr * f["win_ms"] / 1000), round(sr * f["hop_ms"] / 1000)
+        shortest = win + (MIN_FEATURE_FRAMES - 1) * hop
+        max_s = MAX_CHUNK_SECONDS if max_chunk_seconds is None else max_chunk_seconds
+        found = split_on_pauses(wav, sr, max_s) if cut_at_pauses else [Segment(0.0, wav.size / sr)]
+        return [c for c in found if round(c.end * sr) - round(c.start * sr) >= shortest]
+
+    # --- decoding ---------------------------------------------------------------------------------------------------
+
+    def decode_waveforms(
+        self,
+        chunks: Sequence[np.ndarray],
+        options: DecodingOptions,
+        batch_size: int | None = None,
+        align_times: bool = True,
+    ) -> list:
+        """Mono waveforms at the model's rate -> one (tokens, score, token_times or None) each, in the order given."""
+        batch_size = batch_size or int(self.cfg.decode.batch_size)
+        order = sorted(range(len(chunks)), key=lambda i: chunks[i].size)
+        out: list = [None] * len(chunks)
+        for start in range(0, len(order), batch_size):
+            idx = order[start : start + batch_size]
+            for i, h in zip(idx, self.decode_batch([chunks[i] for i in idx], options, align_times)):
+                out[i] = h
+        return out
+
+    def decode_batch(self, wavs: list[np.ndarray], o: DecodingOptions, align_times: bool = True) -> list:
+        feats, lengths = compute_batch(wavs, self.features_cfg)  # (batch, frames, dim), (batch,)
+        enc = self.model.encode(feats, lengths)
+        sos, eos, blank = self.ids["sos"], self.ids["eos"], self.ids["blank"]
+        banned = (blank, self.ids["pad"], sos)
+        if o.decoder == "ctc":
+            paths = ctc_greedy(enc.ctc_log_probs, enc.lengths, blank)
+            fs = enc.frame_seconds
+            hyps = [(list(p.tokens), float(p.score), [(s * fs, e * fs) for s, e in p.spans]) for p in paths]
+        elif o.decoder == "greedy":
+            found = greedy_search(self.model.steps(enc), enc.lengths, sos, eos, o.max_len_ratio, banned)
+            hyps = [(list(h.tokens), float(h.score), None) for h in found]
+        else:
+            lists = beam_search(
+                self.model.steps(enc),
+                enc.lengths,
+                sos,
+                eos,
+                beam_size=o.beam_size,
+                length_penalty=o.length_penalty,
+                max_len_ratio=o.max_len_ratio,
+                nbest=1,
+                ctc_log_probs=enc.ctc_log_probs,
+                ctc_weight=o.ctc_weight if enc.ctc_log_probs is not None else 0.0,
+                blank=blank,
+                banned=banned,
+            )
+            hyps = [(list(hs[0].tokens), float(hs[0].score), None) if hs else ([], float("-inf"), None) for hs in lists]
+        if align_times and enc.ctc_log_probs is not None:  # attention hypotheses: token times by CTC alignment
+            for b, (tokens, score, times) in enumerate(hyps):
+                if times is None and tokens:
+                    spans = ctc_align(enc.ctc_log_probs[b], int(enc.lengths[b]), tokens, blank)
+                    if spans is not None:
+                        hyps[b] = (tokens, score, [(s * enc.frame_seconds, e * enc.frame_seconds) for s, e in spans])
+        return hyps
+
+    def transcribe(
+        self,
+        inputs: Sequence[str | Path | np.ndarray],
+        options: DecodingOptions | None = None,
+        *,
+        sample_rate: int | None = None,
+        batch_size: int | None = None,
+        max_chunk_seconds: float | None = None,
+        cut_at_pauses: bool = True,
+        align_times: bool = True,
+        **given: Any,
+    ) -> list[Transcript]:
+        """Files or arrays -> one Transcript each, as Recognizer.transcribe (segments with times and scores)."""
+        options = self.options(options, **given)
+        wavs = [self.load(x, sample_rate) for x in inputs]
+        cuts = [self.cut(w, max_chunk_seconds, cut_at_pauses) for w in wavs]
+        sr = self.sample_rate
+        chunks = [w[round(c.start * sr) : round(c.end * sr)] for w, cs in zip(wavs, cuts) for c in cs]
+        decoded = iter(self.decode_waveforms(chunks, options, batch_size, align_times))
+        return [self.assemble(w, cs, [next(decoded) for _ in cs]) for w, cs in zip(wavs, cuts)]
+
+    def assemble(self, wav: np.ndarray, cuts: list[Segment], hyps: list) -> Transcript:
+        timed = []
+        for c, (tokens, score, token_times) in zip(cuts, hyps):
+            times = None if token_times is None else [(c.start + s, c.start + e) for s, e in token_times]
+            words = None
+            if times is not None:
+                words = [Word(text, times[a][0], times[b - 1][1]) for text, a, b in self.vocab.words(tokens)]
+            timed.append(TimedText(c.start, c.end, self.vocab.decode(tokens), score, times, words, tokens))
+        return Transcript.from_segments(timed, wav.size / self.sample_rate)
