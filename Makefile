@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade --quiet pip
-	$(BIN)/python -m pip install --quiet -e ".[corpus,test,tensorboard,serve]"
+	$(BIN)/python -m pip install --quiet -e ".[corpus,test,tensorboard,serve,export]"
 	touch $(STAMP)
 
 demo: $(STAMP)

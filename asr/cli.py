@@ -90,9 +90,11 @@ def _add_decode_flags(p: argparse.ArgumentParser, what: str) -> None:
 
 
 def _load_recognizer(args: argparse.Namespace):
-    """--model on --device, with --lm attached."""
+    """--model on --device, with --lm attached; an export folder (asr export) runs on asr.runtime instead."""
     from asr.recognizer import load_model
 
+    if Path(args.model).is_dir():
+        return _load_runtime(args)
     if args.device.startswith("cuda"):
         import torch
 
@@ -109,6 +111,18 @@ def _load_recognizer(args: argparse.Namespace):
         except ValueError as e:
             raise ValueError(f"--lm {args.lm} with --model {args.model}: {e}") from None
     return rec
+
+
+def _load_runtime(args: argparse.Namespace):
+    from asr.runtime import Runtime
+
+    if args.device != "cpu":
+        raise ValueError(f"--device {args.device}: an export folder runs on ONNX Runtime's CPU provider (--device cpu)")
+    if args.lm is not None:
+        raise ValueError(f"--lm: the ONNX runtime has no LM fusion (--model {args.model} is an export folder)")
+    if args.batch_size is not None and args.batch_size < 1:
+        raise ValueError(f"--batch-size must be at least 1, got {args.batch_size}")
+    return Runtime(args.model)
 
 
 def _decoding_options(rec, args: argparse.Namespace):
@@ -211,6 +225,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if options.lm_weight > 0:
         print(f"LM: {args.lm} (shallow fusion, weight {options.lm_weight:g})")
     print(f"hypotheses: {out}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from asr.export import export
+
+    out = export(args.model, args.out, int8=args.int8)
+    print(f"export: {out} ({'int8' if args.int8 else 'fp32'}); transcribe with asr transcribe --model {out} ...")
     return 0
 
 
@@ -398,6 +420,18 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--out", default=None, help="hypotheses JSONL (default: next to the model, in decode/)")
     _add_overwrite_flag(e)
 
+    x = sub.add_parser(
+        "export",
+        help="write an ONNX folder (encoder + decoder step, tokenizer, model card) that asr.runtime transcribes "
+        "with, without torch",
+        epilog="asr transcribe/benchmark/serve take the folder as --model; python -m asr.runtime needs only numpy, "
+        "onnxruntime and soundfile",
+    )
+    x.add_argument("--model", required=True, help="model file (model.pt)")
+    x.add_argument("--out", required=True, help="folder to write")
+    x.add_argument("--int8", action="store_true", help="dynamic int8 quantisation of the MatMul/Gemm weights")
+    _add_overwrite_flag(x)
+
     v = sub.add_parser(
         "validate",
         help="check manifests line by line and report every problem as file:line: problem (exit 1 if any error)",
@@ -552,6 +586,7 @@ def _run(args: argparse.Namespace, extra: list[str]) -> int:
         "benchmark": cmd_benchmark,
         "serve": cmd_serve,
         "validate": cmd_validate,
+        "export": cmd_export,
     }[args.command](args)
 
 

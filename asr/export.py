@@ -1,0 +1,258 @@
+"""A model file -> a self-contained ONNX folder that asr.runtime transcribes with, without torch.
+
+    export(model_path, out_dir, int8=False) -> out_dir holding
+        encoder.onnx       feats (batch, frames, dim) raw fbank/MFCC, lengths (batch,)
+                           -> memory (batch, frames/4, d_model), memory_lengths (batch,),
+                              ctc_log_probs (batch, frames/4, vocab), cross_k / cross_v (layers, batch, heads, frames/4,
+                              d_head): every decoder layer's cross-attention keys/values, computed once per utterance
+        decoder_step.onnx  tokens (rows,), self_k / self_v (layers, rows, heads, t, d_head) of the t tokens fed so far,
+                           cross_k / cross_v (rows' utterances' entries), memory_lengths (rows,)
+                           -> log_probs (rows, vocab), new self_k / self_v (..., t + 1, d_head)
+        model.json         the model card: format version, precision, the model's config (features, decoding
+                           defaults), tokenizer, special ids, parameter count, training data and the WER figures the
+                           model file holds, and each graph's size and sha256 (the runtime refuses a changed file)
+
+CMVN is inside the encoder graph (its statistics are weights); the features themselves are computed by the runtime
+(asr/runtime/features.py, numpy, matching asr/features.py). The graphs are traced with torch.onnx.export(dynamo=True)
+with dynamic batch, frame and token axes. The graph modules below re-state the network's forward passes with plain
+tensors in place of the Python-dict KV cache (an exported graph cannot hold a dict), using the network's own layers,
+so the arithmetic is the same as Recognizer.decode's.
+
+--int8: onnxruntime's dynamic quantisation of the MatMul/Gemm weights (int8 weights, activations quantised on the fly).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import warnings
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from asr.model.layers import Conv2dSubsampling, MultiHeadAttention, padding_mask
+from asr.outputs import atomic_path, check_outputs, write_text
+from asr.recognizer import SUBSAMPLING, Recognizer, load_model
+
+log = logging.getLogger("asr")
+
+EXPORT_FORMAT = "asr-onnx/1"  # model.json's "format"; the runtime refuses other versions
+OPSET = 18
+GRAPHS = ("encoder.onnx", "decoder_step.onnx")
+CARD = "model.json"
+
+
+def positions(start: int, n: int, dim: int) -> Tensor:
+    """Sinusoidal encodings of positions start .. start + n - 1: (n, dim), as asr.model.layers.sinusoidal_encoding
+    computes its table (the same float32 arithmetic), but for positions known only when the graph runs."""
+    pos = torch.arange(start, start + n, dtype=torch.float32)[:, None]  # start, n: sizes of the traced inputs
+    inv_freq = torch.exp(torch.arange(0, dim, 2, dtype=torch.float32) * (-math.log(10000.0) / dim))
+    angles = pos * inv_freq  # (n, dim / 2)
+    return torch.stack([angles.sin(), angles.cos()], dim=-1).reshape(-1, dim)  # sin at even, cos at odd columns
+
+
+def _heads(attn: MultiHeadAttention, x: Tensor) -> Tensor:
+    b, t, _ = x.shape
+    return x.reshape(b, t, attn.n_heads, attn.d_head).transpose(1, 2)  # (batch, heads, time, d_head)
+
+
+def _merge(attn: MultiHeadAttention, y: Tensor) -> Tensor:
+    b, h, t, dh = y.shape
+    return attn.out(y.transpose(1, 2).reshape(b, t, h * dh))
+
+
+class EncoderGraph(nn.Module):
+    """feats, lengths -> memory, memory_lengths, ctc_log_probs, cross_k, cross_v (see the module docstring)."""
+
+    def __init__(self, rec: Recognizer):
+        super().__init__()
+        self.cmvn, self.net = rec.cmvn, rec.network
+
+    def forward(self, feats: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        enc = self.net.encoder
+        x, m_lengths = enc.subsample(self.cmvn(feats, lengths), lengths)  # (batch, frames/4, d_model)
+        d_model = x.size(-1)
+        x = x * enc.pos.scale + positions(0, x.size(1), d_model)
+        mask = padding_mask(m_lengths, x.size(1))[:, None, None, :]  # (batch, 1, 1, frames/4)
+        for layer in enc.layers:
+            x = layer(x, mask)
+        memory = enc.norm(x)
+        ctc = self.net.ctc_log_probs(memory)  # (batch, frames/4, vocab)
+        ks, vs = [], []
+        for layer in self.net.decoder.layers:
+            k, v = layer.cross_attn.kv(memory).chunk(2, dim=-1)
+            ks.append(_heads(layer.cross_attn, k))
+            vs.append(_heads(layer.cross_attn, v))
+        return memory, m_lengths, ctc, torch.stack(ks), torch.stack(vs)  # cross: (layers, batch, heads, frames/4, dh)
+
+
+class DecoderStepGraph(nn.Module):
+    """One incremental decoder step with the cache as tensors: what SpeechTransformer.step does with its dict."""
+
+    def __init__(self, rec: Recognizer):
+        super().__init__()
+        self.dec = rec.network.decoder
+
+    def forward(
+        self, tokens: Tensor, self_k: Tensor, self_v: Tensor, cross_k: Tensor, cross_v: Tensor, memory_lengths: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        dec = self.dec
+        x = dec.embed(tokens)[:, None]  # (rows, 1, d_model)
+        x = x * dec.pos.scale + positions(self_k.size(3), 1, x.size(-1))  # after the t fed
+        memory_mask = padding_mask(memory_lengths, cross_k.size(3))[:, None, None, :]  # (rows, 1, 1, frames/4)
+        new_k, new_v = [], []
+        for i, layer in enumerate(dec.layers):
+            sa = layer.self_attn
+            h = layer.self_norm(x)
+            k, v = sa.kv(h).chunk(2, dim=-1)
+            k = torch.cat([self_k[i], _heads(sa, k)], dim=2)  # (rows, heads, t + 1, d_head)
+            v = torch.cat([self_v[i], _heads(sa, v)], dim=2)
+            new_k.append(k)
+            new_v.append(v)
+            x = x + _merge(sa, F.scaled_dot_product_attention(_heads(sa, sa.q(h)), k, v))  # sees every fed token
+            ca = layer.cross_attn
+            q = _heads(ca, ca.q(layer.cross_norm(x)))
+            x = x + _merge(ca, F.scaled_dot_product_attention(q, cross_k[i], cross_v[i], attn_mask=memory_mask))
+            x = x + layer.ff(layer.ff_norm(x))
+        logits = dec.out(dec.norm(x))[:, -1]  # (rows, vocab)
+        return logits.float().log_softmax(dim=-1), torch.stack(new_k), torch.stack(new_v)
+
+
+def _example_inputs(rec: Recognizer) -> tuple[tuple, tuple]:
+    """Inputs to trace with: sizes > 1 on every dynamic axis (a size of 1 would be specialised into the graph)."""
+    m = rec.cfg.model
+    feats = torch.randn(2, 61, rec.cfg.features.dim)
+    lengths = torch.tensor([61, 45])
+    heads, dh, layers = m.n_heads, m.d_model // m.n_heads, m.n_decoder_layers
+    frames = int(Conv2dSubsampling.output_lengths(torch.tensor(61)))
+    step = (
+        torch.tensor([rec.tokenizer.sos, rec.tokenizer.sos, 7]),
+        torch.randn(layers, 3, heads, 2, dh),
+        torch.randn(layers, 3, heads, 2, dh),
+        torch.randn(layers, 3, heads, frames, dh),
+        torch.randn(layers, 3, heads, frames, dh),
+        torch.tensor([frames, frames - 3, frames - 1]),
+    )
+    return (feats, lengths), step
+
+
+def _export(module: nn.Module, args: tuple, path: Path, names: tuple, dynamic: dict) -> None:
+    from torch.export import Dim
+
+    dims = {name: Dim(name, min=1) for name in ("batch", "frames", "rows", "cached", "memory")}
+    dims["cached"] = Dim("cached", min=0)
+    shapes = {arg: {axis: dims[d] for axis, d in axes.items()} for arg, axes in dynamic.items()}
+    with warnings.catch_warnings(), atomic_path(path, overwrite=True) as tmp:
+        warnings.simplefilter("ignore")  # the exporter's deprecation and tracing chatter
+        program = torch.onnx.export(
+            module,
+            args,
+            dynamo=True,
+            input_names=list(names[0]),
+            output_names=list(names[1]),
+            dynamic_shapes=shapes,
+            opset_version=OPSET,
+            verbose=False,
+        )
+        program.save(str(tmp), external_data=False)
+
+
+ENCODER_IO = (("feats", "lengths"), ("memory", "memory_lengths", "ctc_log_probs", "cross_k", "cross_v"))
+STEP_IO = (
+    ("tokens", "self_k", "self_v", "cross_k", "cross_v", "memory_lengths"),
+    ("log_probs", "new_self_k", "new_self_v"),
+)
+
+
+def export(model_path: str | Path, out_dir: str | Path, int8: bool = False) -> Path:
+    """Write the ONNX folder of the model file at `model_path` (see the module docstring); returns out_dir."""
+    rec = load_model(model_path)
+    if rec.has_nat:
+        log.warning(
+            "%s: the non-autoregressive head is not exported yet; the folder decodes with greedy/beam/ctc", model_path
+        )
+    out = Path(out_dir)
+    check_outputs([out / name for name in (*GRAPHS, CARD)])  # before the export, not after
+    out.mkdir(parents=True, exist_ok=True)
+    enc_args, step_args = _example_inputs(rec)
+    with torch.no_grad():
+        _export(
+            EncoderGraph(rec).eval(),
+            enc_args,
+            out / "encoder.onnx",
+            ENCODER_IO,
+            {"feats": {0: "batch", 1: "frames"}, "lengths": {0: "batch"}},
+        )
+        rows = {0: "rows"}
+        cache = {1: "rows", 3: "cached"}
+        memory = {1: "rows", 3: "memory"}
+        _export(
+            DecoderStepGraph(rec).eval(),
+            step_args,
+            out / "decoder_step.onnx",
+            STEP_IO,
+            {
+                "tokens": rows,
+                "self_k": cache,
+                "self_v": cache,
+                "cross_k": memory,
+                "cross_v": memory,
+                "memory_lengths": rows,
+            },
+        )
+    if int8:
+        for name in GRAPHS:
+            quantize_int8(out / name)
+    write_text(out / CARD, json.dumps(model_card(rec, model_path, out, int8), indent=1) + "\n", overwrite=True)
+    return out
+
+
+def quantize_int8(path: Path) -> None:
+    """Replace the graph at `path` by its dynamic int8 quantisation (MatMul/Gemm weights int8, per channel)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    with atomic_path(path, overwrite=True) as tmp:
+        quantize_dynamic(str(path), str(tmp), op_types_to_quantize=["MatMul", "Gemm"], weight_type=QuantType.QInt8)
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def model_card(rec: Recognizer, model_path: str | Path, out: Path, int8: bool) -> dict:
+    """model.json: what the runtime needs to transcribe, and what a user wants to know about the model."""
+    import asr
+    from asr.model_file import read_file
+    from asr.recognizer import MODEL_FORMAT
+
+    extra = read_file(model_path, MODEL_FORMAT, "model").get("extra", {})
+    tok = rec.tokenizer
+    m = rec.cfg.model
+    return {
+        "format": EXPORT_FORMAT,
+        "precision": "int8" if int8 else "fp32",
+        "exported_by": f"asr {asr.__version__}, torch {torch.__version__}",
+        "source": str(model_path),
+        "parameters": sum(p.numel() for p in rec.network.parameters()),
+        "config": rec.cfg.to_dict(),
+        "tokenizer": {"kind": tok.kind, "tokens": list(tok.tokens), "normalizer": tok.normalizer.name},
+        "special_ids": {"blank": tok.blank, "pad": tok.pad, "sos": tok.sos, "eos": tok.eos, "unk": tok.unk},
+        "dims": {
+            "layers": m.n_decoder_layers,
+            "heads": m.n_heads,
+            "d_head": m.d_model // m.n_heads,
+            "vocab": len(tok),
+            "subsampling": SUBSAMPLING,
+        },
+        "has_ctc": rec.has_ctc,
+        "training": {"train_manifest": rec.cfg.data.train_manifest, "dev_manifest": rec.cfg.data.dev_manifest, **extra},
+        "files": {name: {"bytes": (out / name).stat().st_size, "sha256": sha256(out / name)} for name in GRAPHS},
+    }

@@ -1,0 +1,191 @@
+"""asr export and asr.runtime (issue 25): the ONNX folder gives the torch path's outputs, runs without torch, int8
+is smaller and still transcribes, and a damaged or foreign folder is refused naming the file."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from asr.cli import main
+from asr.data.manifest import read_manifest
+from asr.export import export
+from asr.outputs import OutputExistsError
+from asr.recognizer import load_model, pad_waveforms
+
+ort = pytest.importorskip("onnxruntime")
+pytest.importorskip("onnxscript")
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# A sys.meta_path finder that makes the heavy stack unimportable, as in an install without it.
+BLOCKER = textwrap.dedent(
+    """
+    import sys
+    BLOCKED = ("torch", "torchaudio", "lightning", "librosa", "sentencepiece", "yaml")
+    class Blocker:
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in BLOCKED:
+                raise ImportError(f"{name} is blocked: this process stands for an install without it")
+    sys.meta_path.insert(0, Blocker())
+    """
+)
+
+
+@pytest.fixture(scope="module")
+def exported(tone_model, tmp_path_factory) -> Path:
+    return export(tone_model, tmp_path_factory.mktemp("onnx") / "fp32")
+
+
+@pytest.fixture(scope="module")
+def test_files(tone_corpus) -> list[str]:
+    return [u.audio_filepath for u in read_manifest(tone_corpus["test"])][:12]
+
+
+def test_encoder_graph_matches_torch(tone_model, exported):
+    from asr.runtime.model import OnnxModel
+
+    rec = load_model(tone_model)
+    torch.manual_seed(0)
+    wavs = [0.1 * torch.randn(n) for n in (16000, 9000, 4000)]  # a padded batch of three lengths
+    padded, lengths = pad_waveforms(wavs)
+    feats, frames = rec.frontend(padded, lengths)
+    want = rec.encode(wavs)
+    got = OnnxModel(exported).encode(feats.numpy(), frames.numpy())
+    assert np.array_equal(got.lengths, want.lengths.numpy())
+    for g, w, n in zip(got.memory, want.memory.numpy(), got.lengths):  # valid frames (padding differs freely)
+        assert np.abs(g[:n] - w[:n]).max() < 1e-4
+    for g, w, n in zip(got.ctc_log_probs, want.ctc_log_probs.numpy(), got.lengths):
+        assert np.abs(g[:n] - w[:n]).max() < 1e-4
+
+
+@pytest.mark.parametrize("decoder", ["greedy", "beam", "beam:ctc_weight=0", "ctc"])
+def test_runtime_gives_the_torch_hypotheses(tone_model, exported, test_files, decoder):
+    from asr.runtime import Runtime
+
+    rec, rt = load_model(tone_model), Runtime(exported, threads=1)
+    want = rec.transcribe(test_files, decoder=decoder, beam_size=4 if decoder.startswith("beam") else None)
+    got = rt.transcribe(test_files, decoder=decoder, beam_size=4 if decoder.startswith("beam") else None)
+    assert [t.text for t in got] == [t.text for t in want]
+    assert any(t.text for t in want)  # a trained model: real hypotheses, not all empty
+    for g, w in zip(got, want):
+        assert len(g.segments) == len(w.segments)
+        for gs, ws in zip(g.segments, w.segments):
+            assert gs.tokens == ws.tokens
+            assert gs.score == pytest.approx(ws.score, abs=1e-3)
+            assert (gs.start, gs.end) == pytest.approx((ws.start, ws.end), abs=1e-6)
+            # Word times: the CTC best path's, or forced alignment's for the attention decoders.
+            assert (gs.words is None) == (ws.words is None)
+            if ws.words is not None:
+                assert [x.text for x in gs.words] == [x.text for x in ws.words]
+                times = [t for x in gs.words for t in (x.start, x.end)]
+                assert times == pytest.approx([t for x in ws.words for t in (x.start, x.end)], abs=1e-6)
+
+
+def test_asr_transcribe_takes_an_export_folder(tone_model, exported, test_files, capsys):
+    assert main(["transcribe", "--model", str(tone_model), *test_files[:4]]) == 0
+    want = capsys.readouterr().out
+    assert main(["transcribe", "--model", str(exported), *test_files[:4]]) == 0
+    assert capsys.readouterr().out == want
+    assert main(["transcribe", "--model", str(exported), "--decoder", "nat-length", test_files[0]]) == 2
+    assert "not in the ONNX runtime" in capsys.readouterr().err
+
+
+def _blocked_python(code: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-c", BLOCKER + textwrap.dedent(code)], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+
+
+def test_the_blocker_blocks_torch():
+    proc = _blocked_python("import torch")
+    assert proc.returncode != 0 and "torch is blocked" in proc.stderr
+
+
+def test_runtime_transcribes_without_torch(tone_model, exported, test_files):
+    want = load_model(tone_model).transcribe(test_files[:3], decoder="beam", beam_size=4)
+    proc = _blocked_python(
+        f"""
+        import runpy, sys
+        sys.argv = ["asr.runtime", "--model", {str(exported)!r}, "--beam-size", "4", "--format", "json",
+                    *{test_files[:3]!r}]
+        try:
+            runpy.run_module("asr.runtime", run_name="__main__")
+        finally:
+            heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "torchaudio", "lightning", "librosa"))
+            print("HEAVY", heavy, file=sys.stderr)
+        """
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "HEAVY []" in proc.stderr
+    lines = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [d["text"] for d in lines] == [t.text for t in want]
+
+
+def test_int8_folder_is_smaller_and_transcribes(tone_model, exported, test_files, tmp_path):
+    from asr.runtime import Runtime
+
+    out = export(tone_model, tmp_path / "int8", int8=True)
+    card = json.loads((out / "model.json").read_text())
+    assert card["precision"] == "int8" and json.loads((exported / "model.json").read_text())["precision"] == "fp32"
+
+    def size(folder: Path) -> int:
+        return sum((folder / name).stat().st_size for name in ("encoder.onnx", "decoder_step.onnx"))
+
+    # MatMul/Gemm weights go int8 (4x); the conv front end, embeddings and norms stay fp32: ~2x on this tiny model
+    assert size(exported) >= 1.8 * size(out), (size(exported), size(out))
+    texts = [t.text for t in Runtime(out, threads=1).transcribe(test_files, decoder="beam", beam_size=4)]
+    want = [t.text for t in load_model(tone_model).transcribe(test_files, decoder="beam", beam_size=4)]
+    import jiwer
+
+    assert jiwer.wer(want, texts) <= 0.2  # quantisation noise on a tiny model: nearly the same words
+
+
+def _copy(src: Path, dst: Path) -> Path:
+    dst.mkdir()
+    for f in src.iterdir():
+        (dst / f.name).write_bytes(f.read_bytes())
+    return dst
+
+
+def test_damaged_or_foreign_folders_are_refused_naming_the_file(exported, tmp_path, capsys):
+    from asr.runtime.model import ExportError, OnnxModel
+
+    missing = _copy(exported, tmp_path / "missing")
+    (missing / "decoder_step.onnx").unlink()
+    with pytest.raises(ExportError, match=r"missing/decoder_step\.onnx: missing"):
+        OnnxModel(missing)
+
+    tampered = _copy(exported, tmp_path / "tampered")
+    data = bytearray((tampered / "encoder.onnx").read_bytes())
+    data[len(data) // 2] ^= 0x01
+    (tampered / "encoder.onnx").write_bytes(bytes(data))
+    with pytest.raises(ExportError, match=r"tampered/encoder\.onnx: differs from the file exported"):
+        OnnxModel(tampered)
+
+    newer = _copy(exported, tmp_path / "newer")
+    card = json.loads((newer / "model.json").read_text())
+    card["format"] = "asr-onnx/2"
+    (newer / "model.json").write_text(json.dumps(card))
+    with pytest.raises(ExportError, match=r"newer/model\.json: export format 'asr-onnx/2'.*newer toolkit"):
+        OnnxModel(newer)
+
+    with pytest.raises(ExportError, match=r"not an export folder"):
+        OnnxModel(tmp_path / "nowhere")
+    assert main(["transcribe", "--model", str(tampered), "x.wav"]) == 2
+    assert "tampered/encoder.onnx: differs" in capsys.readouterr().err
+
+
+def test_export_does_not_clobber_a_foreign_file(tone_model, tmp_path):
+    out = tmp_path / "x"
+    out.mkdir()
+    (out / "model.json").write_text("mine")
+    with pytest.raises(OutputExistsError, match="model.json"):
+        export(tone_model, out)
+    assert (out / "model.json").read_text() == "mine"
