@@ -210,9 +210,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from asr.benchmark.report import hypothesis_rows, render_evaluation, write_hypotheses
-    from asr.benchmark.run import evaluate
+    from asr.benchmark.run import evaluate, system_facts
     from asr.data.manifest import read_manifest
     from asr.outputs import check_output
+    from asr.text import get_normalizer
 
     rec = _load_recognizer(args)
     options = _decoding_options(rec, args)
@@ -221,7 +222,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     result = evaluate(rec, args.manifest, options, batch_size=args.batch_size)
     rows = hypothesis_rows(result, read_manifest(args.manifest))
     write_hypotheses(out, rows)
-    print(render_evaluation(result, rows, rec.tokenizer.normalizer), end="")
+    print(render_evaluation(result, rows, get_normalizer(system_facts(rec).normalizer)), end="")
     if options.lm_weight > 0:
         print(f"LM: {args.lm} (shallow fusion, weight {options.lm_weight:g})")
     print(f"hypotheses: {out}")

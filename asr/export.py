@@ -8,6 +8,9 @@
         decoder_step.onnx  tokens (rows,), self_k / self_v (layers, rows, heads, t, d_head) of the t tokens fed so far,
                            cross_k / cross_v (rows' utterances' entries), memory_lengths (rows,)
                            -> log_probs (rows, vocab), new self_k / self_v (..., t + 1, d_head)
+        nat.onnx           (models with a trained NAT head) tokens (batch, n), lengths, memory, memory_lengths
+                           -> log_probs (batch, n, vocab) of every position in one pass; the encoder graph then
+                              also gives nat_length_logits (batch, nat_max_length + 1)
         model.json         the model card: format version, precision, the model's config (features, decoding
                            defaults), tokenizer, special ids, parameter count, training data and the WER figures the
                            model file holds, and each graph's size and sha256 (the runtime refuses a changed file)
@@ -71,8 +74,9 @@ class EncoderGraph(nn.Module):
     def __init__(self, rec: Recognizer):
         super().__init__()
         self.cmvn, self.net = rec.cmvn, rec.network
+        self.with_nat = rec.has_nat
 
-    def forward(self, feats: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    def forward(self, feats: Tensor, lengths: Tensor) -> tuple[Tensor, ...]:
         enc = self.net.encoder
         x, m_lengths = enc.subsample(self.cmvn(feats, lengths), lengths)  # (batch, frames/4, d_model)
         d_model = x.size(-1)
@@ -87,7 +91,10 @@ class EncoderGraph(nn.Module):
             k, v = layer.cross_attn.kv(memory).chunk(2, dim=-1)
             ks.append(_heads(layer.cross_attn, k))
             vs.append(_heads(layer.cross_attn, v))
-        return memory, m_lengths, ctc, torch.stack(ks), torch.stack(vs)  # cross: (layers, batch, heads, frames/4, dh)
+        out = (memory, m_lengths, ctc, torch.stack(ks), torch.stack(vs))  # cross: (layers, batch, heads, frames/4, dh)
+        if self.with_nat:  # the NAT head's length classifier reads only the memory: (batch, nat_max_length + 1)
+            out += (self.net.nat_length_logits(memory, m_lengths),)
+        return out
 
 
 class DecoderStepGraph(nn.Module):
@@ -122,6 +129,18 @@ class DecoderStepGraph(nn.Module):
         return logits.float().log_softmax(dim=-1), torch.stack(new_k), torch.stack(new_v)
 
 
+class NATGraph(nn.Module):
+    """tokens (batch, n), lengths, memory, memory_lengths -> log_probs (batch, n, vocab): one parallel pass of the
+    non-autoregressive head (asr/model/nat.py), as asr.decoding.nat scores it."""
+
+    def __init__(self, rec: Recognizer):
+        super().__init__()
+        self.net = rec.network
+
+    def forward(self, tokens: Tensor, lengths: Tensor, memory: Tensor, memory_lengths: Tensor) -> Tensor:
+        return self.net.nat_logits(tokens, lengths, memory, memory_lengths).float().log_softmax(dim=-1)
+
+
 def _example_inputs(rec: Recognizer) -> tuple[tuple, tuple]:
     """Inputs to trace with: sizes > 1 on every dynamic axis (a size of 1 would be specialised into the graph)."""
     m = rec.cfg.model
@@ -140,10 +159,16 @@ def _example_inputs(rec: Recognizer) -> tuple[tuple, tuple]:
     return (feats, lengths), step
 
 
+def _example_nat_inputs(rec: Recognizer) -> tuple:
+    m = rec.cfg.model
+    tokens = torch.tensor([[rec.tokenizer.sos] * 5, [rec.tokenizer.sos, 7, rec.tokenizer.sos, rec.tokenizer.pad, 0]])
+    return tokens, torch.tensor([5, 3]), torch.randn(2, 9, m.d_model), torch.tensor([9, 6])
+
+
 def _export(module: nn.Module, args: tuple, path: Path, names: tuple, dynamic: dict) -> None:
     from torch.export import Dim
 
-    dims = {name: Dim(name, min=1) for name in ("batch", "frames", "rows", "cached", "memory")}
+    dims = {name: Dim(name, min=1) for name in ("batch", "frames", "rows", "cached", "memory", "positions")}
     dims["cached"] = Dim("cached", min=0)
     shapes = {arg: {axis: dims[d] for axis, d in axes.items()} for arg, axes in dynamic.items()}
     with warnings.catch_warnings(), atomic_path(path, overwrite=True) as tmp:
@@ -159,9 +184,25 @@ def _export(module: nn.Module, args: tuple, path: Path, names: tuple, dynamic: d
             verbose=False,
         )
         program.save(str(tmp), external_data=False)
+        strip_debug_info(tmp)
+
+
+def strip_debug_info(path: Path) -> None:
+    """Drop the exporter's per-node debug metadata (stack traces, FX nodes, module paths): a third of a small
+    model's file, and it names the exporting machine's source paths. The arithmetic is untouched."""
+    import onnx
+
+    model = onnx.load(str(path))
+    for graph in [model.graph, *(f for f in model.functions)]:
+        for node in graph.node:
+            del node.metadata_props[:]
+            node.doc_string = ""
+    onnx.save(model, str(path))
 
 
 ENCODER_IO = (("feats", "lengths"), ("memory", "memory_lengths", "ctc_log_probs", "cross_k", "cross_v"))
+NAT_IO = (("tokens", "lengths", "memory", "memory_lengths"), ("log_probs",))
+NAT_GRAPH = "nat.onnx"  # written when the model has a trained NAT head
 STEP_IO = (
     ("tokens", "self_k", "self_v", "cross_k", "cross_v", "memory_lengths"),
     ("log_probs", "new_self_k", "new_self_v"),
@@ -171,12 +212,9 @@ STEP_IO = (
 def export(model_path: str | Path, out_dir: str | Path, int8: bool = False) -> Path:
     """Write the ONNX folder of the model file at `model_path` (see the module docstring); returns out_dir."""
     rec = load_model(model_path)
-    if rec.has_nat:
-        log.warning(
-            "%s: the non-autoregressive head is not exported yet; the folder decodes with greedy/beam/ctc", model_path
-        )
+    graphs = (*GRAPHS, NAT_GRAPH) if rec.has_nat else GRAPHS
     out = Path(out_dir)
-    check_outputs([out / name for name in (*GRAPHS, CARD)])  # before the export, not after
+    check_outputs([out / name for name in (*graphs, CARD)])  # before the export, not after
     out.mkdir(parents=True, exist_ok=True)
     enc_args, step_args = _example_inputs(rec)
     with torch.no_grad():
@@ -184,7 +222,7 @@ def export(model_path: str | Path, out_dir: str | Path, int8: bool = False) -> P
             EncoderGraph(rec).eval(),
             enc_args,
             out / "encoder.onnx",
-            ENCODER_IO,
+            (ENCODER_IO[0], ENCODER_IO[1] + (("nat_length_logits",) if rec.has_nat else ())),
             {"feats": {0: "batch", 1: "frames"}, "lengths": {0: "batch"}},
         )
         rows = {0: "rows"}
@@ -204,10 +242,25 @@ def export(model_path: str | Path, out_dir: str | Path, int8: bool = False) -> P
                 "memory_lengths": rows,
             },
         )
+        if rec.has_nat:
+            batch = {0: "batch"}
+            _export(
+                NATGraph(rec).eval(),
+                _example_nat_inputs(rec),
+                out / NAT_GRAPH,
+                NAT_IO,
+                {
+                    "tokens": {0: "batch", 1: "positions"},
+                    "lengths": batch,
+                    "memory": {0: "batch", 1: "memory"},
+                    "memory_lengths": batch,
+                },
+            )
     if int8:
-        for name in GRAPHS:
+        for name in graphs:
             quantize_int8(out / name)
-    write_text(out / CARD, json.dumps(model_card(rec, model_path, out, int8), indent=1) + "\n", overwrite=True)
+    card = model_card(rec, model_path, out, int8, graphs)
+    write_text(out / CARD, json.dumps(card, indent=1) + "\n", overwrite=True)
     return out
 
 
@@ -227,7 +280,7 @@ def sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def model_card(rec: Recognizer, model_path: str | Path, out: Path, int8: bool) -> dict:
+def model_card(rec: Recognizer, model_path: str | Path, out: Path, int8: bool, graphs: tuple[str, ...]) -> dict:
     """model.json: what the runtime needs to transcribe, and what a user wants to know about the model."""
     import asr
     from asr.model_file import read_file
@@ -253,6 +306,8 @@ def model_card(rec: Recognizer, model_path: str | Path, out: Path, int8: bool) -
             "subsampling": SUBSAMPLING,
         },
         "has_ctc": rec.has_ctc,
+        "has_nat": rec.has_nat,
+        "nat_max_length": m.nat_max_length if rec.has_nat else None,
         "training": {"train_manifest": rec.cfg.data.train_manifest, "dev_manifest": rec.cfg.data.dev_manifest, **extra},
-        "files": {name: {"bytes": (out / name).stat().st_size, "sha256": sha256(out / name)} for name in GRAPHS},
+        "files": {name: {"bytes": (out / name).stat().st_size, "sha256": sha256(out / name)} for name in graphs},
     }

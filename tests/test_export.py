@@ -4,6 +4,7 @@ is smaller and still transcribes, and a damaged or foreign folder is refused nam
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import textwrap
@@ -15,7 +16,7 @@ import torch
 
 from asr.cli import main
 from asr.data.manifest import read_manifest
-from asr.export import export
+from asr.export import export, quantize_int8
 from asr.outputs import OutputExistsError
 from asr.recognizer import load_model, pad_waveforms
 
@@ -94,7 +95,72 @@ def test_asr_transcribe_takes_an_export_folder(tone_model, exported, test_files,
     assert main(["transcribe", "--model", str(exported), *test_files[:4]]) == 0
     assert capsys.readouterr().out == want
     assert main(["transcribe", "--model", str(exported), "--decoder", "nat-length", test_files[0]]) == 2
-    assert "not in the ONNX runtime" in capsys.readouterr().err
+    assert "no trained non-autoregressive head" in capsys.readouterr().err
+    assert main(["transcribe", "--model", str(exported), "--lm-weight", "0.3", test_files[0]]) == 2
+    assert "no LM fusion" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_nat_head_is_exported_and_decodes_as_torch(tone_nat_model, test_files, tmp_path):
+    from asr.runtime import Runtime
+
+    out = export(tone_nat_model, tmp_path / "nat")
+    card = json.loads((out / "model.json").read_text())
+    assert card["has_nat"] and "nat.onnx" in card["files"]
+    rec, rt = load_model(tone_nat_model), Runtime(out, threads=1)
+    for decoder in ("nat-length", "nat-length:length_from=ctc", "nat-max", "mask-ctc"):
+        want, got = rec.transcribe(test_files, decoder=decoder), rt.transcribe(test_files, decoder=decoder)
+        assert [t.text for t in got] == [t.text for t in want], decoder
+        assert any(t.text for t in want)
+        for g, w in zip(got, want):
+            for gs, ws in zip(g.segments, w.segments, strict=True):
+                assert gs.score == pytest.approx(ws.score, abs=1e-3)
+                assert [x.start for x in gs.words or []] == pytest.approx([x.start for x in ws.words or []], abs=1e-6)
+
+
+def test_benchmark_and_evaluate_take_export_folders(tone_model, exported, tone_corpus, tmp_path, capsys):
+    """One table: torch fp32 and ONNX fp32 give the same hypotheses; evaluate prints the same WER."""
+    test = tone_corpus["test"]
+    out = tmp_path / "bench"
+    args = ["benchmark", "--models", str(tone_model), str(exported), "--sets", str(test), "--decoders", "beam,ctc"]
+    assert main([*args, "--out", str(out), "--bootstrap", "50"]) == 0
+    capsys.readouterr()
+    systems = json.loads((out / "results.json").read_text())["systems"]
+    assert len(systems) == 4
+    by = {(Path(s["model_path"]).name, s["decoder"]): s for s in systems}
+    for decoder in ("beam", "ctc"):
+        torch_run, onnx_run = by[("model.pt", decoder)], by[(exported.name, decoder)]
+        assert onnx_run["rates"] == torch_run["rates"]
+        assert onnx_run["device"] == "cpu (onnxruntime)" and onnx_run["num_params"] == torch_run["num_params"]
+    assert main(["evaluate", "--model", str(exported), "--manifest", str(test), "--out", str(tmp_path / "h.jsonl")]) == 0
+    onnx_out = capsys.readouterr().out
+    assert main(["evaluate", "--model", str(tone_model), "--manifest", str(test), "--out", str(tmp_path / "t.jsonl")]) == 0
+    wer = re.compile(r"WER [\d.]+% \(95% CI [\d.]+-[\d.]+\)")
+    assert wer.search(onnx_out).group() == wer.search(capsys.readouterr().out).group()
+
+
+def test_serve_takes_an_export_folder(tone_model, exported, test_files):
+    """The OpenAI-compatible server over the ONNX runtime answers as asr transcribe does."""
+    openai = pytest.importorskip("openai")
+    pytest.importorskip("starlette")
+    from asr.runtime import Runtime
+    from asr.serve import ServeConfig, create_app, running
+
+    rt = Runtime(exported)
+    config = ServeConfig(model_id="tone", max_batch=8, max_wait_ms=50.0, max_upload_mb=2.0, max_audio_seconds=30.0)
+    want = [t.text for t in load_model(tone_model).transcribe(test_files[:4])]
+    with running(create_app(rt, rt.options(), config)) as url:
+        c = openai.OpenAI(base_url=url + "/v1", api_key="x", max_retries=0, timeout=120)
+        got = []
+        for path in test_files[:4]:
+            with open(path, "rb") as f:
+                got.append(c.audio.transcriptions.create(model="tone", file=f).text)
+        with open(test_files[0], "rb") as f:
+            verbose = c.audio.transcriptions.create(
+                model="tone", file=f, response_format="verbose_json", timestamp_granularities=["word"]
+            )
+    assert got == want and any(got)
+    assert verbose.text == want[0]
 
 
 def _blocked_python(code: str) -> subprocess.CompletedProcess:
@@ -138,13 +204,31 @@ def test_int8_folder_is_smaller_and_transcribes(tone_model, exported, test_files
     def size(folder: Path) -> int:
         return sum((folder / name).stat().st_size for name in ("encoder.onnx", "decoder_step.onnx"))
 
-    # MatMul/Gemm weights go int8 (4x); the conv front end, embeddings and norms stay fp32: ~2x on this tiny model
-    assert size(exported) >= 1.8 * size(out), (size(exported), size(out))
+    # MatMul/Gemm weights go int8 (4x); the conv front end, embeddings, norms and the graph itself stay: on this
+    # tiny model (0.1 M parameters) ~2.7x, on the recipes' 2.6 M one > 3x (next test)
+    assert size(exported) >= 2.3 * size(out), (size(exported), size(out))
     texts = [t.text for t in Runtime(out, threads=1).transcribe(test_files, decoder="beam", beam_size=4)]
     want = [t.text for t in load_model(tone_model).transcribe(test_files, decoder="beam", beam_size=4)]
     import jiwer
 
     assert jiwer.wer(want, texts) <= 0.2  # quantisation noise on a tiny model: nearly the same words
+
+
+@pytest.mark.slow
+def test_int8_is_over_3x_smaller_at_the_recipe_size(tmp_path):
+    """The FSDD/AN4 recipes' 2.6 M-parameter shape (untrained: the size does not depend on the weights' values)."""
+    from asr.config import load_config
+    from asr.recognizer import Recognizer, save_model
+    from asr.text import CharTokenizer
+
+    cfg = load_config(ROOT / "recipes" / "fsdd" / "conf.yaml", [])
+    model = save_model(tmp_path / "model.pt", Recognizer(cfg, CharTokenizer(list("abcdefghijklmnopqrstuvwxyz' "))))
+    fp32 = export(model, tmp_path / "fp32")
+    int8 = _copy(fp32, tmp_path / "int8")
+    for name in ("encoder.onnx", "decoder_step.onnx"):
+        quantize_int8(int8 / name)
+    sizes = [sum((d / n).stat().st_size for n in ("encoder.onnx", "decoder_step.onnx")) for d in (fp32, int8)]
+    assert sizes[0] >= 3 * sizes[1], sizes
 
 
 def _copy(src: Path, dst: Path) -> Path:

@@ -12,6 +12,9 @@ real-time factor and utterances per second (decoding only: audio is loaded befor
 memory while decoding, parameter count. Hypotheses and timings are cached under the cache folder, keyed by the model
 file's sha256, the manifest's sha256, the decoder's canonical spelling, the device and the batch size: a rerun
 decodes only what it has not seen.
+
+A model is a model file (torch) or an export folder (asr export: ONNX Runtime on the CPU, keyed by its model.json,
+which holds every graph's sha256), so one table compares torch fp32, ONNX fp32 and ONNX int8 on the same sets.
 """
 
 from __future__ import annotations
@@ -150,12 +153,51 @@ def load_utterances(utts: list[Utterance], sample_rate: int) -> tuple[list, list
     return wavs, skipped
 
 
+def is_export_folder(model: str | Path) -> bool:
+    return Path(model).is_dir()
+
+
+def model_sha256(model: str | Path) -> str:
+    """A model file's sha256; an export folder's model.json's (it records the sha256 of every graph, and the runtime
+    refuses graphs that differ)."""
+    return sha256_file(Path(model) / "model.json" if is_export_folder(model) else Path(model))
+
+
+@dataclass
+class SystemFacts:
+    """What a report says about the recognizer itself: torch's Recognizer or the ONNX Runtime."""
+
+    device: str
+    num_params: int
+    threads: int
+    normalizer: str
+
+
+def system_facts(recognizer) -> SystemFacts:
+    from asr.runtime import Runtime
+
+    if isinstance(recognizer, Runtime):
+        card = recognizer.card
+        return SystemFacts(
+            "cpu (onnxruntime)", int(card["parameters"]), recognizer.threads, card["tokenizer"]["normalizer"]
+        )
+    import torch
+
+    return SystemFacts(
+        str(recognizer.device),
+        sum(p.numel() for p in recognizer.parameters()),
+        torch.get_num_threads(),
+        getattr(getattr(recognizer.tokenizer, "normalizer", None), "name", "default"),
+    )
+
+
 def decode_set(recognizer, options: DecodingOptions, wavs: list, batch_size: int) -> Decoded:
     """Decode the loaded waveforms (None = skip), each whole, timing only the decoding."""
     import torch
 
-    device = recognizer.device
-    cuda = device.type == "cuda"
+    facts = system_facts(recognizer)
+    device = getattr(recognizer, "device", None)
+    cuda = isinstance(device, torch.device) and device.type == "cuda"
     kept = [i for i, w in enumerate(wavs) if w is not None]
     sr = recognizer.cfg.features.sample_rate
 
@@ -196,11 +238,11 @@ def decode_set(recognizer, options: DecodingOptions, wavs: list, batch_size: int
         rss_increase_mb=None if peak is None or memory.before_mb is None else max(peak - memory.before_mb, 0.0),
         peak_gpu_mb=torch.cuda.max_memory_allocated(device) / (1 << 20) if cuda else None,
         memory_note=memory.note,
-        num_params=sum(p.numel() for p in recognizer.parameters()),
-        device=str(device),
+        num_params=facts.num_params,
+        device=facts.device,
         batch_size=batch_size,
-        threads=torch.get_num_threads(),
-        normalizer=getattr(getattr(recognizer.tokenizer, "normalizer", None), "name", "default"),
+        threads=facts.threads,
+        normalizer=facts.normalizer,
     )
 
 
@@ -283,7 +325,12 @@ def _check_inputs(spec: BenchmarkSpec) -> dict[Path, list[Utterance]]:
     if not spec.models or not spec.sets or not spec.decoders:
         raise ValueError("benchmark needs at least one model, one set and one decoder")
     for m in spec.models:
-        if not Path(m).is_file():
+        if is_export_folder(m):
+            if spec.device != "cpu":
+                raise ValueError(f"{m}: an export folder runs on ONNX Runtime's CPU provider (--device cpu)")
+            if spec.lm is not None and any(_uses_lm(d) for d in spec.decoders):
+                raise ValueError(f"{m}: the ONNX runtime has no LM fusion (the lm_weight setups need a model file)")
+        elif not Path(m).is_file():
             raise FileNotFoundError(f"{m}: model file not found")
     if spec.lm is not None and not Path(spec.lm).is_file():
         raise FileNotFoundError(f"{spec.lm}: LM file not found")
@@ -351,9 +398,13 @@ def _load(model_path: Path, spec: BenchmarkSpec):
     any decoding."""
     from asr.lm import load_lm
     from asr.recognizer import load_model
+    from asr.runtime import Runtime
 
-    rec = load_model(model_path, device=spec.device)
-    if spec.lm is not None:
+    if is_export_folder(model_path):
+        rec = Runtime(model_path, threads=spec.threads or 0)
+    else:
+        rec = load_model(model_path, device=spec.device)
+    if spec.lm is not None and not is_export_folder(model_path):
         try:
             rec.attach_lm(load_lm(spec.lm, device=rec.device))
         except ValueError as e:
@@ -378,7 +429,7 @@ def _systems(
     lm_hash = sha256_file(Path(spec.lm)) if spec.lm is not None else None
     systems: list[SystemResult] = []
     for model_path, model_label in zip(spec.models, model_labels):
-        model_hash = sha256_file(Path(model_path))
+        model_hash = model_sha256(model_path)
         rec, options = None, {}  # loaded only if something is not cached
         audio: dict[Path, tuple[list, list[str]]] = {}
         for set_path, set_label in zip(map(Path, spec.sets), set_labels):

@@ -5,6 +5,7 @@
         .encode(feats (B, T, dim), lengths)    -> Encoded: memory_lengths (B,), ctc_log_probs (B, T/4, V), the
                                                   decoder's cross-attention keys/values (layers, B, heads, T/4, dh)
         .steps(encoded)                        -> DecoderSteps, the StepNetwork the searches (asr.runtime.search) drive
+        .nat(encoded)                          -> NATHead, the NATNetwork of the NAT searches (models exported with one)
 
 Refused with ExportError naming the file: a missing graph or card, a card of another format version, a graph whose
 size or sha256 differs from what the card recorded at export (damaged or tampered), a graph ONNX Runtime cannot load.
@@ -23,6 +24,7 @@ import numpy as np
 EXPORT_FORMAT = "asr-onnx/1"  # what asr.export writes (kept in step with it: tests/test_export.py)
 CARD = "model.json"
 GRAPHS = ("encoder.onnx", "decoder_step.onnx")
+NAT_GRAPH = "nat.onnx"  # present when the model has a trained NAT head (card: has_nat)
 
 
 class ExportError(ValueError):
@@ -58,7 +60,7 @@ def read_card(folder: str | Path) -> dict:
     for key in ("config", "tokenizer", "special_ids", "dims", "files"):
         if key not in card:
             raise ExportError(f"{path}: damaged model card (no {key!r})")
-    for name in GRAPHS:
+    for name in graphs_of(card):
         graph, want = folder / name, card["files"].get(name)
         if not graph.is_file():
             raise ExportError(f"{graph}: missing from the export folder")
@@ -73,6 +75,10 @@ def read_card(folder: str | Path) -> dict:
     return card
 
 
+def graphs_of(card: dict) -> tuple[str, ...]:
+    return (*GRAPHS, NAT_GRAPH) if card.get("has_nat") else GRAPHS
+
+
 @dataclass
 class Encoded:
     """The encoder output of a batch (numpy)."""
@@ -83,6 +89,7 @@ class Encoded:
     cross_k: np.ndarray  # (layers, B, heads, T', d_head)
     cross_v: np.ndarray
     frame_seconds: float
+    nat_length_logits: np.ndarray | None = None  # (B, nat_max_length + 1) when the folder has the NAT head
 
 
 @dataclass
@@ -127,6 +134,26 @@ class DecoderSteps:
         )
 
 
+class NATHead:
+    """The NATNetwork protocol of asr.runtime.search over the nat graph, for one encoded batch."""
+
+    def __init__(self, session, encoded: Encoded, max_length: int):
+        self.session, self.encoded, self.max_length = session, encoded, max_length
+
+    def log_probs(self, tokens: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        e = self.encoded
+        feeds = {
+            "tokens": np.asarray(tokens, dtype=np.int64),
+            "lengths": np.asarray(lengths, dtype=np.int64),
+            "memory": e.memory,
+            "memory_lengths": e.lengths,
+        }
+        return self.session.run(None, feeds)[0]  # (B, n, vocab)
+
+    def length_logits(self) -> np.ndarray:
+        return self.encoded.nat_length_logits
+
+
 class OnnxModel:
     """The two graphs of an export folder on ONNX Runtime's CPU provider. threads=0: ORT's default (all cores)."""
 
@@ -142,7 +169,7 @@ class OnnxModel:
         opts.inter_op_num_threads = 1
         opts.log_severity_level = 3  # errors only: no warnings about unused initializers
         self.sessions = {}
-        for name in GRAPHS:
+        for name in graphs_of(self.card):
             try:
                 self.sessions[name] = ort.InferenceSession(
                     str(self.folder / name), opts, providers=["CPUExecutionProvider"]
@@ -155,10 +182,16 @@ class OnnxModel:
 
     def encode(self, feats: np.ndarray, lengths: np.ndarray) -> Encoded:
         """feats (B, T, dim) float32 (raw features: CMVN is in the graph), lengths (B,) -> Encoded."""
-        memory, m_lengths, ctc, ck, cv = self.sessions["encoder.onnx"].run(
+        memory, m_lengths, ctc, ck, cv, *nat = self.sessions["encoder.onnx"].run(
             None, {"feats": np.ascontiguousarray(feats, dtype=np.float32), "lengths": lengths.astype(np.int64)}
         )
-        return Encoded(memory, m_lengths, ctc if self.card["has_ctc"] else None, ck, cv, self.frame_seconds)
+        ctc = ctc if self.card["has_ctc"] else None
+        return Encoded(memory, m_lengths, ctc, ck, cv, self.frame_seconds, nat[0] if nat else None)
 
     def steps(self, encoded: Encoded) -> DecoderSteps:
         return DecoderSteps(self.sessions["decoder_step.onnx"], encoded, self.dims)
+
+    def nat(self, encoded: Encoded) -> NATHead:
+        if NAT_GRAPH not in self.sessions:
+            raise ValueError(f"{self.folder}: exported without a non-autoregressive head")
+        return NATHead(self.sessions[NAT_GRAPH], encoded, int(self.card["nat_max_length"]))

@@ -6,14 +6,16 @@
     rt.transcribe(["a.wav"], beam_size=10)     -> [Transcript] (asr.transcript: txt/json/srt/vtt via render)
 
 Pipeline per batch: numpy features (asr.runtime.features) -> encoder graph (CMVN inside) -> the search asked for
-(asr.runtime.search: greedy, beam with joint CTC, CTC best path) -> text (asr.runtime.tokens). Long recordings are cut
-at pauses (asr.runtime.segment) into chunks of at most max_chunk_seconds, decoded in batches of similar length, and
-stitched. Not here (yet): the NAT decoders, LM fusion and test-time VTLN warps, refused with an OptionsError.
+(asr.runtime.search: greedy, beam with joint CTC, CTC best path; nat-length, nat-max and mask-ctc where the folder has
+the NAT head) -> text (asr.runtime.tokens). Long recordings are cut at pauses (asr.runtime.segment) into chunks of at
+most max_chunk_seconds, decoded in batches of similar length, and stitched. Not here (yet): LM fusion and test-time
+VTLN warps, refused with an OptionsError.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 import types
 from pathlib import Path
 from typing import Any, Sequence
@@ -25,14 +27,14 @@ from asr.runtime.align import ctc_align
 from asr.runtime.audio import load_audio, resample
 from asr.runtime.features import compute_batch
 from asr.runtime.model import OnnxModel
-from asr.runtime.search import beam_search, ctc_greedy, greedy_search
+from asr.runtime.search import beam_search, ctc_greedy, greedy_search, mask_ctc, nat_length, nat_max
 from asr.runtime.segment import Segment, split_on_pauses
 from asr.runtime.tokens import Vocabulary
 from asr.transcript import TimedText, Transcript, Word
 
 MAX_CHUNK_SECONDS = 20.0  # as asr.segment: longer inputs are cut at pauses
 MIN_FEATURE_FRAMES = 7  # the conv front end needs this many frames for one encoder frame (asr.recognizer)
-RUNTIME_DECODERS = ("greedy", "beam", "ctc")
+RUNTIME_DECODERS = ("greedy", "beam", "ctc", "nat-length", "nat-max", "mask-ctc")
 
 
 def _namespace(d: Any) -> Any:
@@ -48,6 +50,7 @@ class Runtime:
 
     def __init__(self, folder: str | Path, threads: int = 0):
         self.model = OnnxModel(folder, threads)
+        self.threads = threads or os.cpu_count() or 1  # 0: ONNX Runtime's default, a thread per core
         self.card = self.model.card
         self.cfg = _namespace(self.card["config"])
         self.features_cfg = self.card["config"]["features"]
@@ -55,6 +58,7 @@ class Runtime:
         self.vocab = Vocabulary(self.card["tokenizer"])
         self.ids = self.card["special_ids"]
         self.has_ctc = bool(self.card["has_ctc"])
+        self.has_nat = bool(self.card.get("has_nat"))
         self.lm = None  # no LM fusion in the runtime (the options checks read this)
 
     def options(self, options: DecodingOptions | None = None, spell=keyword, **given: Any) -> DecodingOptions:
@@ -81,8 +85,14 @@ class Runtime:
             raise OptionsError(
                 f"decoder {d}: not in the ONNX runtime (it has {', '.join(RUNTIME_DECODERS)}; use the torch model)"
             )
-        if d == "ctc" and not self.has_ctc:
+        needs_ctc = d in ("ctc", "mask-ctc") or (d == "nat-length" and options.length_from == "ctc")
+        if needs_ctc and not self.has_ctc:
             raise OptionsError(f"decoder {d}: this model's CTC head was never trained (loss.ctc_weight = 0)")
+        if (d.startswith("nat-") or d == "mask-ctc") and not self.has_nat:
+            raise OptionsError(
+                f"decoder {d}: this model has no trained non-autoregressive head "
+                "(model.nat_decoder_layers, loss.nat_weight)"
+            )
         if options.vtln_warps and options.vtln_warps != (1.0,):
             raise OptionsError("vtln_warps: test-time VTLN is not in the ONNX runtime (use the torch model)")
 
@@ -102,6 +112,9 @@ class Runtime:
         return resample(arr, sample_rate, self.sample_rate)
 
     def cut(self, wav: np.ndarray, max_chunk_seconds: float | None = None, cut_at_pauses: bool = True) -> list[Segment]:
+        """(samples,) at the model's rate -> the stretches to decode, as Recognizer.cut. Any array-like works (asr
+        serve hands in torch tensors: np.asarray reads them without importing torch)."""
+        wav = np.asarray(wav, dtype=np.float32)
         sr = self.sample_rate
         f = self.features_cfg
         win, hop = round(sr * f["win_ms"] / 1000), round(sr * f["hop_ms"] / 1000)
@@ -109,6 +122,11 @@ class Runtime:
         max_s = MAX_CHUNK_SECONDS if max_chunk_seconds is None else max_chunk_seconds
         found = split_on_pauses(wav, sr, max_s) if cut_at_pauses else [Segment(0.0, wav.size / sr)]
         return [c for c in found if round(c.end * sr) - round(c.start * sr) >= shortest]
+
+    def chunks(self, wav: np.ndarray, cuts: list[Segment]) -> list[np.ndarray]:
+        """The waveform stretches of `cuts`: [(samples_i,)]."""
+        wav, sr = np.asarray(wav, dtype=np.float32), self.sample_rate
+        return [wav[round(c.start * sr) : round(c.end * sr)] for c in cuts]
 
     # --- decoding ---------------------------------------------------------------------------------------------------
 
@@ -121,6 +139,7 @@ class Runtime:
     ) -> list:
         """Mono waveforms at the model's rate -> one (tokens, score, token_times or None) each, in the order given."""
         batch_size = batch_size or int(self.cfg.decode.batch_size)
+        chunks = [np.asarray(c, dtype=np.float32) for c in chunks]
         order = sorted(range(len(chunks)), key=lambda i: chunks[i].size)
         out: list = [None] * len(chunks)
         for start in range(0, len(order), batch_size):
@@ -138,6 +157,8 @@ class Runtime:
             paths = ctc_greedy(enc.ctc_log_probs, enc.lengths, blank)
             fs = enc.frame_seconds
             hyps = [(list(p.tokens), float(p.score), [(s * fs, e * fs) for s, e in p.spans]) for p in paths]
+        elif o.decoder in ("nat-length", "nat-max", "mask-ctc"):
+            hyps = self.decode_nat(enc, o)
         elif o.decoder == "greedy":
             found = greedy_search(self.model.steps(enc), enc.lengths, sos, eos, o.max_len_ratio, banned)
             hyps = [(list(h.tokens), float(h.score), None) for h in found]
@@ -165,6 +186,29 @@ class Runtime:
                         hyps[b] = (tokens, score, [(s * enc.frame_seconds, e * enc.frame_seconds) for s, e in spans])
         return hyps
 
+    def decode_nat(self, enc, o: DecodingOptions) -> list:
+        ids, head = self.ids, self.model.nat(enc)
+        specials = dict(sos=ids["sos"], eos=ids["eos"], pad=ids["pad"], blank=ids["blank"])
+        if o.decoder == "nat-length":
+            found = nat_length(
+                head, enc.lengths, **specials, length_from=o.length_from, ctc_log_probs=enc.ctc_log_probs
+            )
+        elif o.decoder == "nat-max":
+            found = nat_max(head, enc.lengths, **specials, max_len_ratio=o.max_len_ratio)
+        else:
+            found = mask_ctc(
+                head, enc.lengths, enc.ctc_log_probs, **specials, threshold=o.threshold, iterations=o.iterations
+            )
+        fs = enc.frame_seconds
+        return [
+            (
+                list(h.tokens),
+                float(h.score),
+                None if h.token_times is None else [(s * fs, e * fs) for s, e in h.token_times],
+            )
+            for h in found
+        ]
+
     def transcribe(
         self,
         inputs: Sequence[str | Path | np.ndarray],
@@ -181,12 +225,12 @@ class Runtime:
         options = self.options(options, **given)
         wavs = [self.load(x, sample_rate) for x in inputs]
         cuts = [self.cut(w, max_chunk_seconds, cut_at_pauses) for w in wavs]
-        sr = self.sample_rate
-        chunks = [w[round(c.start * sr) : round(c.end * sr)] for w, cs in zip(wavs, cuts) for c in cs]
+        chunks = [chunk for w, cs in zip(wavs, cuts) for chunk in self.chunks(w, cs)]
         decoded = iter(self.decode_waveforms(chunks, options, batch_size, align_times))
         return [self.assemble(w, cs, [next(decoded) for _ in cs]) for w, cs in zip(wavs, cuts)]
 
     def assemble(self, wav: np.ndarray, cuts: list[Segment], hyps: list) -> Transcript:
+        wav = np.asarray(wav)
         timed = []
         for c, (tokens, score, token_times) in zip(cuts, hyps):
             times = None if token_times is None else [(c.start + s, c.start + e) for s, e in token_times]
