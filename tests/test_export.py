@@ -132,9 +132,10 @@ def test_benchmark_and_evaluate_take_export_folders(tone_model, exported, tone_c
         torch_run, onnx_run = by[("model.pt", decoder)], by[(exported.name, decoder)]
         assert onnx_run["rates"] == torch_run["rates"]
         assert onnx_run["device"] == "cpu (onnxruntime)" and onnx_run["num_params"] == torch_run["num_params"]
-    assert main(["evaluate", "--model", str(exported), "--manifest", str(test), "--out", str(tmp_path / "h.jsonl")]) == 0
+    evaluate = ["evaluate", "--manifest", str(test)]
+    assert main([*evaluate, "--model", str(exported), "--out", str(tmp_path / "h.jsonl")]) == 0
     onnx_out = capsys.readouterr().out
-    assert main(["evaluate", "--model", str(tone_model), "--manifest", str(test), "--out", str(tmp_path / "t.jsonl")]) == 0
+    assert main([*evaluate, "--model", str(tone_model), "--out", str(tmp_path / "t.jsonl")]) == 0
     wer = re.compile(r"WER [\d.]+% \(95% CI [\d.]+-[\d.]+\)")
     assert wer.search(onnx_out).group() == wer.search(capsys.readouterr().out).group()
 
