@@ -66,6 +66,8 @@ class ModelConfig:
     n_encoder_layers: int = 6
     n_decoder_layers: int = 3
     conv_channels: int = 64  # conv subsampling width; d_model-wide convs cost more than the whole Transformer
+    encoder: str = "transformer"  # or "conformer" (asr/model/conformer.py: macaron FF, conv module, relative positions)
+    conv_kernel: int = 15  # conformer: depthwise convolution width over encoder frames (odd)
     nat_decoder_layers: int = 0  # non-autoregressive decoder head (asr/model/nat.py); 0 = none
     nat_max_length: int = 400  # the NAT length classifier's largest token count
     dropout: float = 0.1

@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from asr.model.conformer import ConformerEncoder
 from asr.model.layers import Conv2dSubsampling, MultiHeadAttention, padding_mask
 from asr.outputs import atomic_path, check_outputs, write_text
 from asr.recognizer import SUBSAMPLING, Recognizer, load_model
@@ -78,13 +79,15 @@ class EncoderGraph(nn.Module):
 
     def forward(self, feats: Tensor, lengths: Tensor) -> tuple[Tensor, ...]:
         enc = self.net.encoder
-        x, m_lengths = enc.subsample(self.cmvn(feats, lengths), lengths)  # (batch, frames/4, d_model)
-        d_model = x.size(-1)
-        x = x * enc.pos.scale + positions(0, x.size(1), d_model)
-        mask = padding_mask(m_lengths, x.size(1))[:, None, None, :]  # (batch, 1, 1, frames/4)
-        for layer in enc.layers:
-            x = layer(x, mask)
-        memory = enc.norm(x)
+        if isinstance(enc, ConformerEncoder):  # its relative positions are computed from the length: traceable as is
+            memory, m_lengths = enc(self.cmvn(feats, lengths), lengths)
+        else:
+            x, m_lengths = enc.subsample(self.cmvn(feats, lengths), lengths)  # (batch, frames/4, d_model)
+            x = x * enc.pos.scale + positions(0, x.size(1), x.size(-1))
+            mask = padding_mask(m_lengths, x.size(1))[:, None, None, :]  # (batch, 1, 1, frames/4)
+            for layer in enc.layers:
+                x = layer(x, mask)
+            memory = enc.norm(x)
         ctc = self.net.ctc_log_probs(memory)  # (batch, frames/4, vocab)
         ks, vs = [], []
         for layer in self.net.decoder.layers:
@@ -264,12 +267,16 @@ def export(model_path: str | Path, out_dir: str | Path, int8: bool = False) -> P
     return out
 
 
+QUANTIZED_OPS = ["MatMul", "Gemm"]
+QUANTIZATION = {"method": "onnxruntime quantize_dynamic", "ops": QUANTIZED_OPS, "weights": "int8, per tensor"}
+
+
 def quantize_int8(path: Path) -> None:
-    """Replace the graph at `path` by its dynamic int8 quantisation (MatMul/Gemm weights int8, per channel)."""
+    """Replace the graph at `path` by its dynamic int8 quantisation (MatMul/Gemm weights int8, per tensor)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     with atomic_path(path, overwrite=True) as tmp:
-        quantize_dynamic(str(path), str(tmp), op_types_to_quantize=["MatMul", "Gemm"], weight_type=QuantType.QInt8)
+        quantize_dynamic(str(path), str(tmp), op_types_to_quantize=QUANTIZED_OPS, weight_type=QuantType.QInt8)
 
 
 def sha256(path: Path) -> str:
@@ -292,6 +299,7 @@ def model_card(rec: Recognizer, model_path: str | Path, out: Path, int8: bool, g
     return {
         "format": EXPORT_FORMAT,
         "precision": "int8" if int8 else "fp32",
+        "quantization": QUANTIZATION if int8 else None,
         "exported_by": f"asr {asr.__version__}, torch {torch.__version__}",
         "source": str(model_path),
         "parameters": sum(p.numel() for p in rec.network.parameters()),

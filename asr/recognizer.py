@@ -316,6 +316,8 @@ def _recognizer_from_blob(path: str | Path, blob: dict) -> Recognizer:
         raise ModelFileError(f"{path}: damaged model file: features.n_mels {f.n_mels}, n_fft {f.n_fft} are implausible")
     sizes = {"model.d_model": m.d_model, "model.d_ff": m.d_ff, "model.conv_channels": m.conv_channels}
     sizes["features.dim"] = f.dim  # the CMVN statistics' length
+    if m.encoder == "conformer":
+        sizes["model.conv_kernel"] = m.conv_kernel  # a huge kernel would be allocated before load_state_dict
     check_sizes(path, state, "model", sizes, m.n_encoder_layers + m.n_decoder_layers + m.nat_decoder_layers)
     rec = Recognizer(cfg, tokenizer)
     rec.load_state_dict(state)  # exact names and shapes: a RuntimeError listing the mismatches

@@ -5,7 +5,7 @@
 Exports the model (fp32 and int8 folders under --out), then, for each system, starts a fresh Python process that
 loads it and transcribes the manifest's files one at a time (batch 1, as a deployment serves requests) with beam
 search (--beam-size, the model's CTC weight), at 1 and 2 threads. Measured per system: size on disk (model.pt; the
-folder's graphs), peak RSS of the process (ru_maxrss: imports, model and decoding), start-up to first transcript
+folder's graphs), peak RSS of the process (VmHWM: imports, model and decoding), start-up to first transcript
 (process start -> the first file's text on stdout, imports included), real-time factor (decode wall time / audio
 seconds, after the first file), WER (asr.metrics, the model's normaliser). The ONNX processes run asr.runtime with
 torch, torchaudio, lightning and librosa made unimportable (a sys.meta_path blocker), as in a slim install.
@@ -34,7 +34,7 @@ sys.meta_path.insert(0, _Blocker())
 """
 
 CHILD = """
-import json, resource, sys, time
+import json, sys, time
 system, model, threads, beam = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 files = json.loads(sys.stdin.read())
 if system == "torch":
@@ -53,7 +53,8 @@ for i, f in enumerate(files):
     if i:  # the first file pays one-off costs (allocations, ORT's first-run optimisations): start-up measures it
         decode_s += time.perf_counter() - t
     print(json.dumps({"text": tr.text, "duration": tr.duration}), flush=True)
-rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+# VmHWM, not ru_maxrss: ru_maxrss survives exec, so a child of the exporting (torch) process would report its peak
+rss_mb = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM:")) / 1024
 print(json.dumps({"decode_s": decode_s, "rss_mb": rss_mb}), flush=True)
 """
 

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from asr.config import ModelConfig
+from asr.model.conformer import ConformerEncoder
 from asr.model.layers import (
     Conv2dSubsampling,
     DecoderLayer,
@@ -133,13 +134,18 @@ class Decoder(nn.Module):
         return self.out(self.norm(x)), weights
 
 
+ENCODERS = {"transformer": Encoder, "conformer": ConformerEncoder}
+
+
 class SpeechTransformer(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         if cfg.vocab_size <= 0:
             raise ValueError("ModelConfig.vocab_size must be set from the tokenizer")
         self.cfg = cfg
-        self.encoder = Encoder(cfg)
+        if cfg.encoder not in ENCODERS:
+            raise ValueError(f"model.encoder must be one of {', '.join(ENCODERS)}, got {cfg.encoder!r}")
+        self.encoder = ENCODERS[cfg.encoder](cfg)
         self.decoder = Decoder(cfg)
         self.ctc = nn.Linear(cfg.d_model, cfg.vocab_size)  # frame-level token posteriors for joint CTC
         self.nat = NATDecoder(cfg) if cfg.nat_decoder_layers > 0 else None

@@ -4,7 +4,8 @@
     Runtime("exp/an4/onnx").transcribe(["a.wav"])  -> [Transcript]
 
 Modules, in pipeline order: audio (read, resample) -> segment (cut at pauses) -> features (fbank/MFCC in numpy) ->
-model (ONNX Runtime sessions) -> search (greedy, beam + CTC) -> align, tokens (times, text) -> recognizer (Runtime).
+model (ONNX Runtime sessions) -> search (greedy, beam + CTC, CTC, NAT) -> align, tokens (times, text) -> recognizer
+(Runtime).
 """
 
 from __future__ import annotations

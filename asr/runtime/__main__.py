@@ -1,6 +1,7 @@
 """python -m asr.runtime --model DIR FILE... : transcribe with an export folder, in an install without torch.
 
-Flags as `asr transcribe`'s where the runtime has them: --decoder greedy|beam|ctc (or a setup, beam10:ctc_weight=0.5),
+Flags as `asr transcribe`'s where the runtime has them: --decoder greedy|beam|ctc|nat-length|nat-max|mask-ctc (the
+NAT ones where the folder has the head; or a setup, beam10:ctc_weight=0.5),
 --beam-size, --ctc-weight, --length-penalty, --max-len-ratio, --batch-size, --max-chunk-seconds, --threads,
 --format txt|json|srt|vtt, --out-dir (one file per input; files asr did not write are not replaced without
 --overwrite). Exit 0; 1 if an input failed (each named on stderr); 2 for a bad model folder or flags.
@@ -23,7 +24,11 @@ AUDIO_SUFFIXES = {".wav", ".flac", ".ogg", ".mp3", ".raw", ".sph", ".opus", ".ai
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m asr.runtime", description="transcribe with an asr export folder")
     p.add_argument("--model", required=True, help="export folder (asr export --model M --out DIR)")
-    p.add_argument("--decoder", default=None, help="greedy | beam | ctc, or a setup such as beam10:ctc_weight=0.5")
+    p.add_argument(
+        "--decoder",
+        default=None,
+        help="greedy | beam | ctc | nat-length | nat-max | mask-ctc, or a setup such as beam10:ctc_weight=0.5",
+    )
     p.add_argument("--beam-size", type=int, default=None)
     p.add_argument("--ctc-weight", type=float, default=None)
     p.add_argument("--length-penalty", type=float, default=None)

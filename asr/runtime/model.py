@@ -167,6 +167,9 @@ class OnnxModel:
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
         opts.inter_op_num_threads = 1
+        # Idle threads sleep instead of spinning: spinning doubled batch-1 beam search time at 2 threads on 2 cores
+        # (scripts/bench_export.py), where the spinning threads take the cores the next small op needs.
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         opts.log_severity_level = 3  # errors only: no warnings about unused initializers
         self.sessions = {}
         for name in graphs_of(self.card):
