@@ -45,7 +45,8 @@ def cmd_train(args: argparse.Namespace, extra: list[str]) -> int:
     from asr.config import load_config
     from asr.training import train
 
-    cfg = load_config(args.config, _split_overrides(extra))
+    overrides = _split_overrides(extra) + ([f"train.init_from={args.init_from}"] if args.init_from else [])
+    cfg = load_config(args.config, overrides)
     path = train(cfg, resume=args.resume)
     print(f"model: {path}")
     return 0
@@ -389,6 +390,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     t.add_argument("--config", required=True, help="recipe YAML (e.g. recipes/fsdd/conf.yaml)")
     t.add_argument("--resume", action="store_true", help="continue from <out_dir>/checkpoints/last.ckpt")
+    t.add_argument(
+        "--init-from", default=None, metavar="MODEL", help="fine-tune: start from this model file (train.init_from)"
+    )
     _add_overwrite_flag(t)
 
     tr = sub.add_parser(

@@ -138,6 +138,9 @@ class TrainConfig:
     log_every_n_steps: int = 20
     logger: str = "csv"  # csv | tensorboard
     progress_bar: bool = True
+    # Fine-tuning: start from this model file's weights and vocabulary (same model and feature sizes); CMVN is
+    # recomputed on the new training data. "" = random initialisation.
+    init_from: str = ""
 
 
 @dataclass

@@ -646,6 +646,31 @@ def _disk_errors_reported(out: Path) -> Iterator[None]:
         raise
 
 
+def init_source(cfg: Config) -> Recognizer:
+    """The model file of train.init_from, checked against cfg: the model and feature sizes must be the same (the
+    weights are copied one to one); dropout and the training settings may differ."""
+    from asr.recognizer import load_model
+
+    path = cfg.train.init_from
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"train.init_from {path}: model file not found")
+    source = load_model(path)
+    theirs, ours = source.cfg.model, cfg.model
+    for name in ("encoder", "d_model", "n_heads", "d_ff", "n_encoder_layers", "n_decoder_layers", "conv_channels",
+                 "conv_kernel", "nat_decoder_layers", "nat_max_length"):  # fmt: skip
+        if getattr(theirs, name) != getattr(ours, name):
+            raise ValueError(
+                f"train.init_from {path}: its model.{name} is {getattr(theirs, name)!r}, this config's "
+                f"{getattr(ours, name)!r} (the weights are copied as they are: the sizes must match)"
+            )
+    if source.cfg.features.dim != cfg.features.dim:
+        raise ValueError(
+            f"train.init_from {path}: its features have {source.cfg.features.dim} dimensions, this config's "
+            f"{cfg.features.dim}"
+        )
+    return source
+
+
 def train(cfg: Config, resume: bool = False, extra_callbacks: tuple = ()) -> Path:
     """Fit the model on cfg.data and write <out_dir>/model.pt. `extra_callbacks`: Lightning callbacks to add."""
     t = cfg.train
@@ -678,12 +703,19 @@ def train(cfg: Config, resume: bool = False, extra_callbacks: tuple = ()) -> Pat
             for f in stale:
                 f.unlink()
 
+    source = init_source(cfg) if resume_from is None and t.init_from else None
     if resume_from is not None:  # same vocabulary as the interrupted run, whatever the manifests say now
         tokenizer = tokenizer_from_dict(resume_ckpt["asr_tokenizer"])
+    elif source is not None:  # the output layers' rows are the source's tokens
+        tokenizer = source.tokenizer
     else:
         tokenizer = build_tokenizer(cfg.tokenizer, (u.text for u in train_utts))
     del resume_ckpt  # Lightning reads the file itself; the weights need not stay in memory twice
     recognizer = Recognizer(cfg, tokenizer)
+    if source is not None:
+        recognizer.network.load_state_dict(source.network.state_dict())
+        log.info("initialised from %s (%d tokens)", t.init_from, len(tokenizer))
+        del source
     if resume_from is None:
         compute_cmvn(recognizer, train_utts, seed=t.seed)  # on resume the statistics come with the weights
     n_params = sum(p.numel() for p in recognizer.network.parameters())
