@@ -26,7 +26,6 @@ so the arithmetic is the same as Recognizer.decode's.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -39,7 +38,7 @@ from torch import Tensor, nn
 
 from asr.model.conformer import ConformerEncoder
 from asr.model.layers import Conv2dSubsampling, MultiHeadAttention, padding_mask
-from asr.outputs import atomic_path, check_outputs, write_text
+from asr.outputs import atomic_path, check_outputs, sha256_file, write_text
 from asr.recognizer import SUBSAMPLING, Recognizer, load_model
 
 log = logging.getLogger("asr")
@@ -279,14 +278,6 @@ def quantize_int8(path: Path) -> None:
         quantize_dynamic(str(path), str(tmp), op_types_to_quantize=QUANTIZED_OPS, weight_type=QuantType.QInt8)
 
 
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def model_card(rec: Recognizer, model_path: str | Path, out: Path, int8: bool, graphs: tuple[str, ...]) -> dict:
     """model.json: what the runtime needs to transcribe, and what a user wants to know about the model."""
     import asr
@@ -317,5 +308,5 @@ def model_card(rec: Recognizer, model_path: str | Path, out: Path, int8: bool, g
         "has_nat": rec.has_nat,
         "nat_max_length": m.nat_max_length if rec.has_nat else None,
         "training": {"train_manifest": rec.cfg.data.train_manifest, "dev_manifest": rec.cfg.data.dev_manifest, **extra},
-        "files": {name: {"bytes": (out / name).stat().st_size, "sha256": sha256(out / name)} for name in graphs},
+        "files": {name: {"bytes": (out / name).stat().st_size, "sha256": sha256_file(out / name)} for name in graphs},
     }

@@ -20,6 +20,7 @@ import atexit
 import contextlib
 import contextvars
 import errno
+import hashlib
 import json
 import os
 import tempfile
@@ -200,3 +201,12 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def sha256_file(path: str | Path) -> str:
+    """The sha256 of a file, read in 1 MiB blocks (model files, manifests, exported graphs)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

@@ -40,7 +40,7 @@ from asr.benchmark.analysis import (
 )
 from asr.data.manifest import Utterance, read_manifest
 from asr.decoding.options import DecoderSetup, DecodingOptions
-from asr.outputs import write_text
+from asr.outputs import sha256_file, write_text
 from asr.stats import Interval, bootstrap_interval
 
 log = logging.getLogger("asr")
@@ -125,14 +125,6 @@ def _status_mb(key: str) -> float | None:
     except OSError:
         pass
     return None
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def load_utterances(utts: list[Utterance], sample_rate: int) -> tuple[list, list[str]]:

@@ -14,12 +14,13 @@ Imports only numpy and onnxruntime.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from asr.outputs import sha256_file
 
 EXPORT_FORMAT = "asr-onnx/1"  # what asr.export writes (kept in step with it: tests/test_export.py)
 CARD = "model.json"
@@ -29,14 +30,6 @@ NAT_GRAPH = "nat.onnx"  # present when the model has a trained NAT head (card: h
 
 class ExportError(ValueError):
     """An export folder is missing a file, damaged, tampered with or of another version; the message names the file."""
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def read_card(folder: str | Path) -> dict:
@@ -67,7 +60,7 @@ def read_card(folder: str | Path) -> dict:
         if not isinstance(want, dict):
             raise ExportError(f"{path}: damaged model card (no entry for {name})")
         size = graph.stat().st_size
-        if size != want.get("bytes") or _sha256(graph) != want.get("sha256"):
+        if size != want.get("bytes") or sha256_file(graph) != want.get("sha256"):
             raise ExportError(
                 f"{graph}: differs from the file exported ({size} bytes, sha256 does not match {CARD}): damaged or "
                 "changed since; export again"
