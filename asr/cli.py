@@ -568,7 +568,9 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--n-dev", type=int, help="fsdd, synth: utterances to generate; ljspeech: dev size (250)")
     pr.add_argument("--n-test", type=int, help="fsdd, synth: utterances to generate; ljspeech: test size (250)")
     pr.add_argument("--seed", type=int, help="fsdd, synth, tts: random seed (default 0)")
-    pr.add_argument("--texts", help="tts: the manifest whose transcripts the synthetic voices speak")
+    pr.add_argument(
+        "--texts", help="tts: the manifest whose transcripts the synthetic voices speak; digits: the manifest to filter"
+    )
     pr.add_argument("--copies", type=int, help="tts: synthetic renditions of each transcript (default 2)")
     pr.add_argument(
         "--spell-letters",

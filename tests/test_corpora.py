@@ -472,6 +472,33 @@ def test_cli_prepare_fsdd_still_works(tmp_path, capsys):
     assert len(read_manifest(tmp_path / "out" / "dev.jsonl")) == 2
 
 
+def test_cli_prepare_digits_keeps_digit_words_and_cuts_above_4k(tmp_path, capsys, caplog):
+    sr = 16000
+    t = np.arange(sr) / sr
+    wavs = tmp_path / "wavs"
+    wavs.mkdir()
+    lines = []
+    for name, text in [("a", "one two nine"), ("b", "x i sixty one"), ("c", "four oh three"), ("d", "zero five")]:
+        sf.write(wavs / f"{name}.wav", 0.3 * np.sin(2 * np.pi * 1000 * t) + 0.3 * np.sin(2 * np.pi * 6000 * t), sr)
+        lines.append({"audio_filepath": str(wavs / f"{name}.wav"), "duration": 1.0, "text": text, "speaker": name})
+    (wavs / "d.wav").write_bytes(b"RIFF not audio")  # reported and skipped
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    with caplog.at_level(logging.WARNING, logger="asr"):
+        assert main(["prepare", "digits", "--texts", str(manifest), "--out", str(tmp_path / "out")]) == 0
+    assert "test: 1 utterances" in capsys.readouterr().out
+    assert "d.wav" in caplog.text
+    [utt] = read_manifest(tmp_path / "out" / "test.jsonl")
+    assert utt.text == "one two nine" and utt.extra["speaker"] == "a" and utt.duration == pytest.approx(1.0)
+    wav, got_sr = sf.read(utt.audio_filepath)
+    spectrum = np.abs(np.fft.rfft(wav[2000:-2000]))
+    freqs = np.fft.rfftfreq(wav.size - 4000, 1 / got_sr)
+    assert got_sr == sr
+    assert spectrum[np.abs(freqs - 1000) < 20].max() > 100 * spectrum[np.abs(freqs - 6000) < 20].max()
+    assert main(["prepare", "digits", "--out", str(tmp_path / "o2")]) == 2
+    assert "needs --texts" in capsys.readouterr().err
+
+
 def test_registry_is_complete():
     assert {
         "librispeech",
@@ -482,6 +509,7 @@ def test_registry_is_complete():
         "yesno",
         "fsdd",
         "synth",
+        "digits",
         "kaldi",
         "folder",
     } <= set(CORPORA)

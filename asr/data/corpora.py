@@ -106,6 +106,15 @@ def _prepare_tts(
     return stats_of(prepare_tts(texts, out_dir, copies=copies, seed=seed, spell_letters=spell_letters))
 
 
+def _prepare_digits(data_dir: str | Path | None, out_dir: str | Path, texts: str | None = None) -> PrepareResult:
+    from asr.data.common import stats_of
+    from asr.data.fsdd import digit_subset
+
+    if not texts:
+        raise ValueError("asr prepare digits needs --texts MANIFEST (the manifest whose digit-only utterances to take)")
+    return stats_of({"test": digit_subset(texts, out_dir)})
+
+
 def _prepare_mini_librispeech(data_dir: str | Path, out_dir: str | Path) -> PrepareResult:
     from asr.data.librispeech import find_subsets, prepare_librispeech
 
@@ -227,6 +236,14 @@ CORPORA: dict[str, Corpus] = {
             "train = the synthetic copies; mixed = the manifest's utterances + the copies (train on this)",
             "asr.data.corpora:_prepare_tts",
             options={k: k for k in ("texts", "copies", "seed", "spell_letters")},
+            needs_data_dir=False,
+        ),
+        Corpus(
+            "digits",
+            "the utterances of a manifest (--texts) spoken only in FSDD's digit words, band-limited to 4 kHz like FSDD",
+            "all into test: a cross-corpus test set for an FSDD model (e.g. --texts data/an4/train.jsonl)",
+            "asr.data.corpora:_prepare_digits",
+            options={"texts": "texts"},
             needs_data_dir=False,
         ),
         Corpus(

@@ -150,3 +150,38 @@ def prepare_fsdd(src_dir: str | Path, out_dir: str | Path, cfg: FSDDConfig | Non
         log.warning("%d unreadable recordings were skipped", skipped)
     mark_prepared(out, params)
     return manifests
+
+
+def digit_subset(
+    manifest: str | Path, out_dir: str | Path, band_limit_hz: int = 4000, sample_rate: int = 16000
+) -> Path:
+    """The utterances of `manifest` whose transcripts are only FSDD's ten digit words, band-limited to
+    `band_limit_hz` the way FSDD's 8 kHz recordings are (down to 2 * band_limit_hz and back up to `sample_rate`):
+    a cross-corpus test set for an FSDD model. Writes `out_dir/test.jsonl` (+ wavs) and returns its path; an
+    unreadable file is logged and skipped. "oh" for zero is not an FSDD word, so its utterances are left out."""
+    from asr.audio import resample
+    from asr.data.manifest import read_manifest
+
+    out = Path(out_dir)
+    low = 2 * band_limit_hz
+    if not 0 < low < sample_rate:
+        raise ValueError(f"band limit {band_limit_hz} Hz must be below the Nyquist frequency of {sample_rate} Hz")
+    words = set(DIGITS)
+    utts = []
+    for utt in read_manifest(manifest):
+        if not utt.text.split() or not set(utt.text.split()) <= words:
+            continue
+        try:
+            wav = load_audio(utt.audio_filepath, sample_rate)
+        except AudioError as e:
+            log.warning("skipping %s", e)
+            continue
+        wav = resample(resample(wav, sample_rate, low), low, sample_rate)[: wav.numel()]
+        path = out / "wavs" / f"{utt.id}.wav"
+        write_audio(path, wav, sample_rate)
+        utts.append(Utterance(str(path), wav.numel() / sample_rate, utt.text, dict(utt.extra)))
+    if not utts:
+        raise ValueError(f"{manifest}: no utterance is made only of the digit words {' '.join(DIGITS)}")
+    write_manifest(out / "test.jsonl", utts)
+    log.info("%s: %d digit-only utterances of %s, band-limited to %d Hz", out, len(utts), manifest, band_limit_hz)
+    return out / "test.jsonl"
