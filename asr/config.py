@@ -83,6 +83,10 @@ class LossConfig:
 
     label_smoothing: float = 0.1
     ctc_weight: float = 0.3  # joint CTC/attention (Kim et al. 2017); 0 = attention only
+    # Intermediate CTC (Lee & Watanabe 2021): the CTC loss also on the outputs of these encoder layers (numbered
+    # from 1, through the shared CTC head), weighted inter_ctc_weight within the CTC share. Training only.
+    inter_ctc_layers: list = field(default_factory=list)
+    inter_ctc_weight: float = 0.3
     guided_attn_weight: float = 1.0  # guided attention on the cross-attention (Tachibana et al. 2017); 0 = off
     guided_attn_sigma: float = 0.3  # width g of the allowed band around the diagonal, in fractions of the length
     guided_attn_layers: list = field(default_factory=list)  # decoder layers to guide (indices); empty = all

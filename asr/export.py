@@ -79,7 +79,7 @@ class EncoderGraph(nn.Module):
     def forward(self, feats: Tensor, lengths: Tensor) -> tuple[Tensor, ...]:
         enc = self.net.encoder
         if isinstance(enc, ConformerEncoder):  # its relative positions are computed from the length: traceable as is
-            memory, m_lengths = enc(self.cmvn(feats, lengths), lengths)
+            memory, m_lengths, _ = enc(self.cmvn(feats, lengths), lengths)
         else:
             x, m_lengths = enc.subsample(self.cmvn(feats, lengths), lengths)  # (batch, frames/4, d_model)
             x = x * enc.pos.scale + positions(0, x.size(1), x.size(-1))

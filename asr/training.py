@@ -193,6 +193,13 @@ class ASRModule(L.LightningModule):
         self.wave_augment = WaveformAugment(cfg.features.sample_rate, d.reverb_rt60, d.reverb_prob, d.noise_snr)
         if d.vtlp and not (len(d.vtlp) == 2 and 0 < d.vtlp[0] <= d.vtlp[1]):
             raise ValueError(f"data.vtlp must be [min, max] warp factors with 0 < min <= max, got {d.vtlp}")
+        lc, n_layers = cfg.loss, cfg.model.n_encoder_layers
+        if any(not isinstance(i, int) or not 1 <= i < n_layers for i in lc.inter_ctc_layers):
+            raise ValueError(
+                f"loss.inter_ctc_layers must be encoder layers 1..{n_layers - 1}, got {lc.inter_ctc_layers}"
+            )
+        if lc.inter_ctc_layers and lc.ctc_weight <= 0:
+            raise ValueError("loss.inter_ctc_layers needs the CTC loss on: set loss.ctc_weight > 0")
         self._val_counts: list[Tensor] = []
         self._last_step_time: float | None = None
 
@@ -209,7 +216,8 @@ class ASRModule(L.LightningModule):
         ys_in, ys_out = teacher_forcing_targets(batch.tokens, batch.token_lengths, tok.sos, tok.eos, tok.pad)
         net, lc = self.model.network, self.cfg.loss
         out_lengths = batch.token_lengths + 1  # with <sos> in, with <eos> out
-        memory, memory_lengths = net.encode(feats, feat_lengths)  # (batch, frames/4, d_model)
+        inter_layers = lc.inter_ctc_layers if lc.ctc_weight > 0 else ()
+        memory, memory_lengths, inter = net.encode_with_intermediate(feats, feat_lengths, inter_layers)
         p = self._sampling_prob()
         if p > 0:
             ys_in = self._scheduled_sampling(ys_in, memory, memory_lengths, out_lengths, p)
@@ -223,8 +231,17 @@ class ASRModule(L.LightningModule):
         loss = att_loss
         if lc.ctc_weight > 0:
             ctc = ctc_loss(net.ctc_log_probs(memory), memory_lengths, batch.tokens, batch.token_lengths, tok.blank)
-            loss = (1 - lc.ctc_weight) * att_loss + lc.ctc_weight * ctc
             stats["ctc_loss"] = ctc
+            if inter:  # the same head on earlier layers' outputs: (1 - w) * final CTC + w * mean intermediate CTC
+                inter_ctc = torch.stack(
+                    [
+                        ctc_loss(net.ctc_log_probs(h), memory_lengths, batch.tokens, batch.token_lengths, tok.blank)
+                        for h in inter
+                    ]
+                ).mean()
+                ctc = (1 - lc.inter_ctc_weight) * ctc + lc.inter_ctc_weight * inter_ctc
+                stats["inter_ctc_loss"] = inter_ctc
+            loss = (1 - lc.ctc_weight) * att_loss + lc.ctc_weight * ctc
         if lc.nat_weight > 0:
             if not net.has_nat:
                 raise ValueError("loss.nat_weight > 0 needs a non-autoregressive head: set model.nat_decoder_layers")

@@ -60,9 +60,9 @@ def test_padding_never_changes_a_valid_frame():
     torch.manual_seed(0)
     enc = _tiny_conformer()
     short, long = torch.randn(1, 60, 40), torch.randn(1, 150, 40)
-    alone, n = enc(short, torch.tensor([60]))
+    alone, n, _ = enc(short, torch.tensor([60]))
     batch = torch.cat([torch.nn.functional.pad(short, (0, 0, 0, 90)), long])
-    batched, lengths = enc(batch, torch.tensor([60, 150]))
+    batched, lengths, _ = enc(batch, torch.tensor([60, 150]))
     assert lengths[0] == n[0]
     assert torch.allclose(batched[0, : n[0]], alone[0], atol=1e-5)  # conv module and attention see no padding
 

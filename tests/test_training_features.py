@@ -264,6 +264,43 @@ def test_training_batches_get_vtlp_rooms_and_noise_validation_batches_do_not():
         ASRModule(cfg, Recognizer(cfg, CharTokenizer.build(["abc"])))
 
 
+@pytest.mark.parametrize("encoder", ["transformer", "conformer"])
+def test_intermediate_ctc_adds_the_shared_heads_loss_on_an_earlier_layer(encoder):
+    from asr.model import ctc_loss
+    from asr.recognizer import Recognizer
+    from asr.training import ASRModule
+
+    cfg = Config()
+    cfg.model.d_model, cfg.model.d_ff, cfg.model.n_encoder_layers, cfg.model.n_decoder_layers = 32, 64, 3, 1
+    cfg.model.encoder, cfg.model.conv_channels, cfg.specaug.enabled = encoder, 8, False
+    cfg.loss.ctc_weight, cfg.loss.guided_attn_weight = 0.5, 0.0
+    cfg.loss.inter_ctc_layers, cfg.loss.inter_ctc_weight = [1], 0.25
+    torch.manual_seed(0)
+    module = ASRModule(cfg, Recognizer(cfg, CharTokenizer.build(["abc"]))).eval()
+    tok, net = module.model.tokenizer, module.model.network
+    batch = collate(
+        [
+            (0, torch.randn(8000) * 0.1, torch.tensor(tok.encode("ab"))),
+            (1, torch.randn(6000) * 0.1, torch.tensor(tok.encode("c"))),
+        ],
+        tok.pad,
+    )
+    loss, memory, lengths, stats = module._forward(batch)
+    feats, feat_lengths = module.model.features(batch.wavs, batch.wav_lengths)
+    final, _, [inter] = net.encode_with_intermediate(feats, feat_lengths, [1])
+    assert torch.allclose(final, memory) and not torch.allclose(inter, memory)
+    direct = ctc_loss(net.ctc_log_probs(inter), lengths, batch.tokens, batch.token_lengths, tok.blank)
+    assert torch.allclose(stats["inter_ctc_loss"], direct)
+    ctc = 0.75 * stats["ctc_loss"] + 0.25 * direct
+    assert torch.allclose(loss, 0.5 * stats["att_loss"] + 0.5 * ctc)
+    cfg.loss.inter_ctc_layers = [3]  # the last layer is the final CTC already
+    with pytest.raises(ValueError, match="inter_ctc_layers must be encoder layers 1..2"):
+        ASRModule(cfg, Recognizer(cfg, CharTokenizer.build(["abc"])))
+    cfg.loss.inter_ctc_layers, cfg.loss.ctc_weight = [1], 0.0
+    with pytest.raises(ValueError, match="ctc_weight > 0"):
+        ASRModule(cfg, Recognizer(cfg, CharTokenizer.build(["abc"])))
+
+
 def test_utterance_cmvn_statistics_and_model_file(tone_corpus, tmp_path):
     from asr.data.dataset import load_split
     from asr.recognizer import Recognizer, save_model

@@ -1,7 +1,7 @@
 """Conformer encoder (Gulati et al. 2020), the encoder ESPnet, icefall and NeMo train ASR with; `model.encoder:
 conformer` puts it in place of the Transformer encoder (the decoders, CTC and NAT heads are unchanged).
 
-    ConformerEncoder(cfg)(feats (batch, frames, n_features), lengths) -> memory (batch, frames/4, d_model), lengths
+    ConformerEncoder(cfg)(feats (batch, frames, n_features), lengths) -> memory (batch, frames/4, d_model), lengths, []
     ConformerLayer(x (batch, T, d), pos (2T - 1, d), mask (batch, 1, 1, T)) -> (batch, T, d):
         x + FF/2  ->  + self-attention with relative positions  ->  + convolution module  ->  + FF/2  ->  LayerNorm
 
@@ -19,6 +19,7 @@ arithmetic, the faster kernel on the CPU, and MatMuls that int8 export quantises
 from __future__ import annotations
 
 import math
+from typing import Collection
 
 import torch
 import torch.nn.functional as F
@@ -125,7 +126,11 @@ class ConformerEncoder(nn.Module):
         self.layers = nn.ModuleList(ConformerLayer(*layer) for _ in range(cfg.n_encoder_layers))
         self.norm = nn.LayerNorm(cfg.d_model)
 
-    def forward(self, feats: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(
+        self, feats: Tensor, lengths: Tensor, inter_layers: Collection[int] = ()
+    ) -> tuple[Tensor, Tensor, list[Tensor]]:
+        """-> memory (batch, frames/4, d_model), lengths, and the normalised outputs of the layers numbered (from 1)
+        in `inter_layers`, for intermediate CTC."""
         x, lengths = self.subsample(feats, lengths)  # (batch, frames/4, d_model)
         x = self.input_dropout(x * self.scale)
         t = x.size(1)
@@ -133,6 +138,9 @@ class ConformerEncoder(nn.Module):
         valid = padding_mask(lengths, t)  # (batch, T)
         mask = valid[:, None, None, :]
         valid = valid[..., None].to(x.dtype)
-        for layer in self.layers:
+        inter = []
+        for i, layer in enumerate(self.layers, 1):
             x = layer(x, pos, mask, valid)
-        return self.norm(x), lengths
+            if i in inter_layers:
+                inter.append(self.norm(x))
+        return self.norm(x), lengths, inter

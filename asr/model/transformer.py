@@ -53,13 +53,20 @@ class Encoder(nn.Module):
         self.layers = nn.ModuleList(EncoderLayer(*layer) for _ in range(cfg.n_encoder_layers))
         self.norm = nn.LayerNorm(cfg.d_model)
 
-    def forward(self, feats: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(
+        self, feats: Tensor, lengths: Tensor, inter_layers: Collection[int] = ()
+    ) -> tuple[Tensor, Tensor, list[Tensor]]:
+        """-> memory (batch, frames/4, d_model), lengths, and the normalised outputs of the layers numbered (from 1)
+        in `inter_layers`, for intermediate CTC."""
         x, lengths = self.subsample(feats, lengths)  # (batch, frames/4, d_model)
         x = self.pos(x)
         mask = padding_mask(lengths, x.size(1))[:, None, None, :]  # (batch, 1, 1, frames/4)
-        for layer in self.layers:
+        inter = []
+        for i, layer in enumerate(self.layers, 1):
             x = layer(x, mask)
-        return self.norm(x), lengths
+            if i in inter_layers:
+                inter.append(self.norm(x))
+        return self.norm(x), lengths, inter
 
 
 @dataclass
@@ -161,7 +168,15 @@ class SpeechTransformer(nn.Module):
 
     def encode(self, feats: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
         """(batch, frames, n_features) -> memory (batch, frames/4, d_model), its lengths (batch,)."""
-        return self.encoder(feats, lengths)
+        memory, lengths, _ = self.encoder(feats, lengths)
+        return memory, lengths
+
+    def encode_with_intermediate(
+        self, feats: Tensor, lengths: Tensor, layers: Collection[int]
+    ) -> tuple[Tensor, Tensor, list[Tensor]]:
+        """`encode`, plus the outputs of encoder layers `layers` (numbered from 1; each (batch, frames/4, d_model),
+        through the encoder's final LayerNorm) for intermediate CTC (Lee & Watanabe 2021)."""
+        return self.encoder(feats, lengths, layers)
 
     def ctc_log_probs(self, memory: Tensor) -> Tensor:
         """memory (batch, frames/4, d_model) -> CTC log-posteriors (batch, frames/4, vocab), float32."""
