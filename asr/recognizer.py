@@ -27,7 +27,6 @@ Decoding choices never change the loaded model's config.
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -40,7 +39,7 @@ from asr.config import Config, config_from_dict
 from asr.data.dataset import load_utterance
 from asr.data.manifest import Utterance
 from asr.decoding.decode import Encoded, decode
-from asr.decoding.options import DecodingOptions, OptionsError, build_options, keyword
+from asr.decoding.options import DecodingOptions, OptionsError, check_heads, keyword, options_for_model
 from asr.decoding.search import Hypothesis
 from asr.features import GlobalCMVN, frame_sizes, make_frontend
 from asr.model import SpeechTransformer
@@ -102,35 +101,15 @@ class Recognizer(nn.Module):
 
         The CTC weight of a model whose CTC head was never trained is 0 unless asked for (then it is an error), and
         so is the LM weight without an attached LM."""
-        base_name = "" if options is not None else "the model's decode.decoder"
-        base = options if options is not None else DecodingOptions.from_config(self.cfg.decode)
-        opts, explicit = build_options(base, given, spell, base_name)
-        if opts.decoder == "beam" and opts.ctc_weight > 0 and not self.has_ctc:
-            if "ctc_weight" in explicit:
-                raise OptionsError(
-                    f"{spell('ctc_weight')} {opts.ctc_weight:g}: this model's CTC head was never trained"
-                )
-            opts = dataclasses.replace(opts, ctc_weight=0.0)
-        if opts.decoder == "beam" and opts.lm_weight > 0 and self.lm is None:
-            if "lm_weight" in explicit:
-                raise OptionsError(f"{spell('lm_weight')} {opts.lm_weight:g} needs a language model (attach one: --lm)")
-            opts = dataclasses.replace(opts, lm_weight=0.0)
+        no_lm = "needs a language model (attach one: --lm)" if self.lm is None else ""
+        opts = options_for_model(options, self.cfg.decode, given, spell, self.has_ctc, no_lm)
         self.check(opts)
         return opts
 
     def check(self, options: DecodingOptions) -> None:
         """Raise OptionsError if this model cannot decode with `options` (a head it lacks, an LM it has not got)."""
-        d = options.decoder
-        needs_ctc = d in ("ctc", "mask-ctc") or (d == "nat-length" and options.length_from == "ctc")
-        if needs_ctc and not self.has_ctc:
-            raise OptionsError(f"decoder {d}: this model's CTC head was never trained (loss.ctc_weight = 0)")
-        if d.startswith("nat-") or d == "mask-ctc":
-            if not self.has_nat:
-                raise OptionsError(
-                    f"decoder {d}: this model has no trained non-autoregressive head "
-                    "(model.nat_decoder_layers, loss.nat_weight)"
-                )
-        if d == "beam" and options.lm_weight > 0 and self.lm is None:
+        check_heads(options, self.has_ctc, self.has_nat)
+        if options.decoder == "beam" and options.lm_weight > 0 and self.lm is None:
             raise OptionsError(f"lm_weight {options.lm_weight:g} needs a language model (Recognizer.attach_lm)")
 
     # --- 2. audio -> encoder output -------------------------------------------------------------------------------

@@ -12,15 +12,19 @@ is not a cut point); runs shorter than `min_speech` are dropped (clicks); each r
 word onsets and fades are kept. A segment longer than `max_seconds` (continuous speech with no pause) is cut at
 its quietest point in the second half of the allowed length, so every segment is at most `max_seconds` long.
 
-Silence-only input gives no segments.
+Silence-only input gives no segments. numpy only (a torch tensor is taken as it is): the torch-free runtime
+(asr.runtime) cuts with this same module.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 MAX_CHUNK_SECONDS = 20.0
 MIN_CHUNK_SECONDS = 0.5  # the smallest `max_seconds`: shorter chunks hold too little speech to decode
@@ -40,7 +44,7 @@ class Segment:
 
 
 def split_on_pauses(
-    wav: np.ndarray | torch.Tensor,
+    wav: "np.ndarray | torch.Tensor",
     sample_rate: int,
     max_seconds: float = MAX_CHUNK_SECONDS,
     *,
@@ -56,7 +60,7 @@ def split_on_pauses(
     Segments never overlap; consecutive ones may touch where continuous speech had to be cut."""
     if not max_seconds >= MIN_CHUNK_SECONDS:
         raise ValueError(f"the maximum chunk length must be at least {MIN_CHUNK_SECONDS} s, got {max_seconds}")
-    x = wav.detach().cpu().numpy() if isinstance(wav, torch.Tensor) else np.asarray(wav)
+    x = wav.detach().cpu().numpy() if hasattr(wav, "detach") else np.asarray(wav)  # a tensor, without importing torch
     x = np.asarray(x, dtype=np.float32).reshape(-1)  # no copy for float32: an hour of audio is 230 MB already
     hop = max(1, round(FRAME_SECONDS * sample_rate))
     if x.size == 0:

@@ -8,6 +8,7 @@
 Every tokenizer has the same layout: the special tokens come first, <blank> (CTC) 0, <pad> 1, <sos> 2, <eos> 3
 (the stop token), <unk> 4, so the model, CTC and the decoders never depend on the kind. A tokenizer carries its
 normaliser: `encode` normalises first, and scoring applies the same normaliser to references and hypotheses.
+sentencepiece is imported only by SentencePieceTokenizer: the torch-free runtime decodes with `Tokenizer` itself.
 """
 
 from __future__ import annotations
@@ -20,8 +21,6 @@ import string
 import unicodedata
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Iterable, Sequence
-
-import sentencepiece as spm
 
 from asr.numbers import expand_numbers, spell_digits
 
@@ -244,6 +243,8 @@ class SentencePieceTokenizer(Tokenizer):
     def __init__(self, kind: str, model_proto: bytes, normalizer: str | Normalizer = "default"):
         if kind not in SENTENCEPIECE_KINDS:
             raise ValueError(f"unknown SentencePiece kind {kind!r} (known: {', '.join(SENTENCEPIECE_KINDS)})")
+        import sentencepiece as spm
+
         self.kind, self.model_proto = kind, bytes(model_proto)
         self.sp = spm.SentencePieceProcessor(model_proto=self.model_proto)
         super().__init__([self.sp.id_to_piece(i) for i in range(self.sp.get_piece_size())], normalizer)
@@ -259,6 +260,8 @@ class SentencePieceTokenizer(Tokenizer):
         seed: int = 0,
     ) -> "SentencePieceTokenizer":
         """Train on `texts` (normalised here first). `vocab_size` counts the five special tokens."""
+        import sentencepiece as spm
+
         norm = get_normalizer(normalizer)
         buf = io.BytesIO()
         spm.set_random_generator_seed(seed)

@@ -206,6 +206,45 @@ def build_options(
     return dataclasses.replace(base, **explicit), set(explicit)
 
 
+def options_for_model(
+    options: DecodingOptions | None,
+    default: Any,
+    given: Mapping[str, Any],
+    spell: Callable[[str], str],
+    has_ctc: bool,
+    no_lm: str = "",
+) -> DecodingOptions:
+    """What Recognizer.options and the ONNX Runtime.options share: `options` (None: `default`, the model's decode
+    config) + `given` -> options checked against the model's heads. A CTC weight for a model without a CTC head, or
+    an LM weight where there is no LM (`no_lm` says why, e.g. "needs a language model (attach one: --lm)"), falls to
+    0 when it came from the defaults and is an error when given. The caller then checks the heads (check_heads)."""
+    base_name = "" if options is not None else "the model's decode.decoder"
+    base = options if options is not None else DecodingOptions.from_config(default)
+    opts, explicit = build_options(base, given, spell, base_name)
+    if opts.decoder == "beam" and opts.ctc_weight > 0 and not has_ctc:
+        if "ctc_weight" in explicit:
+            raise OptionsError(f"{spell('ctc_weight')} {opts.ctc_weight:g}: this model's CTC head was never trained")
+        opts = dataclasses.replace(opts, ctc_weight=0.0)
+    if opts.decoder == "beam" and opts.lm_weight > 0 and no_lm:
+        if "lm_weight" in explicit:
+            raise OptionsError(f"{spell('lm_weight')} {opts.lm_weight:g} {no_lm}")
+        opts = dataclasses.replace(opts, lm_weight=0.0)
+    return opts
+
+
+def check_heads(options: DecodingOptions, has_ctc: bool, has_nat: bool) -> None:
+    """Raise OptionsError if `options` need a head (CTC, the non-autoregressive one) the model never trained."""
+    d = options.decoder
+    needs_ctc = d in ("ctc", "mask-ctc") or (d == "nat-length" and options.length_from == "ctc")
+    if needs_ctc and not has_ctc:
+        raise OptionsError(f"decoder {d}: this model's CTC head was never trained (loss.ctc_weight = 0)")
+    if (d.startswith("nat-") or d == "mask-ctc") and not has_nat:
+        raise OptionsError(
+            f"decoder {d}: this model has no trained non-autoregressive head "
+            "(model.nat_decoder_layers, loss.nat_weight)"
+        )
+
+
 def _differs(a: Any, b: Any) -> bool:
     if isinstance(a, (list, tuple)) or isinstance(b, (list, tuple)):
         return tuple(float(x) for x in a) != tuple(float(x) for x in b)

@@ -3,7 +3,8 @@
     from asr.runtime import Runtime
     Runtime("exp/an4/onnx").transcribe(["a.wav"])  -> [Transcript]
 
-Modules, in pipeline order: audio (read, resample) -> segment (cut at pauses) -> features (fbank/MFCC in numpy) ->
+Modules, in pipeline order: audio (read, resample) -> asr.segment (cut at pauses; shared with the torch path, numpy
+only) -> features (fbank/MFCC in numpy) ->
 model (ONNX Runtime sessions) -> search (greedy, beam + CTC, CTC, NAT) -> align, tokens (times, text) -> recognizer
 (Runtime).
 """

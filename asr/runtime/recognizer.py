@@ -7,14 +7,13 @@
 
 Pipeline per batch: numpy features (asr.runtime.features) -> encoder graph (CMVN inside) -> the search asked for
 (asr.runtime.search: greedy, beam with joint CTC, CTC best path; nat-length, nat-max and mask-ctc where the folder has
-the NAT head) -> text (asr.runtime.tokens). Long recordings are cut at pauses (asr.runtime.segment) into chunks of at
-most max_chunk_seconds, decoded in batches of similar length, and stitched. Not here (yet): LM fusion and test-time
-VTLN warps, refused with an OptionsError.
+the NAT head) -> text (asr.runtime.tokens). Long recordings are cut at pauses (asr.segment, numpy only) into chunks
+of at most max_chunk_seconds, decoded in batches of similar length, and stitched. Not here (yet): LM fusion and
+test-time VTLN warps, refused with an OptionsError.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import types
 from pathlib import Path
@@ -22,17 +21,16 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from asr.decoding.options import DecodingOptions, OptionsError, build_options, keyword
+from asr.decoding.options import DecodingOptions, OptionsError, check_heads, keyword, options_for_model
 from asr.runtime.align import ctc_align
 from asr.runtime.audio import load_audio, resample
 from asr.runtime.features import compute_batch
-from asr.runtime.model import OnnxModel
+from asr.runtime.model import ExportError, OnnxModel
 from asr.runtime.search import beam_search, ctc_greedy, greedy_search, mask_ctc, nat_length, nat_max
-from asr.runtime.segment import Segment, split_on_pauses
 from asr.runtime.tokens import Vocabulary
+from asr.segment import MAX_CHUNK_SECONDS, Segment, split_on_pauses
 from asr.transcript import TimedText, Transcript, Word
 
-MAX_CHUNK_SECONDS = 20.0  # as asr.segment: longer inputs are cut at pauses
 MIN_FEATURE_FRAMES = 7  # the conv front end needs this many frames for one encoder frame (asr.recognizer)
 RUNTIME_DECODERS = ("greedy", "beam", "ctc", "nat-length", "nat-max", "mask-ctc")
 
@@ -55,7 +53,10 @@ class Runtime:
         self.cfg = _namespace(self.card["config"])
         self.features_cfg = self.card["config"]["features"]
         self.sample_rate = int(self.features_cfg["sample_rate"])
-        self.vocab = Vocabulary(self.card["tokenizer"])
+        try:
+            self.vocab = Vocabulary(self.card["tokenizer"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise ExportError(f"{Path(folder) / 'model.json'}: damaged tokenizer ({e})") from None
         self.ids = self.card["special_ids"]
         self.has_ctc = bool(self.card["has_ctc"])
         self.has_nat = bool(self.card.get("has_nat"))
@@ -63,19 +64,8 @@ class Runtime:
 
     def options(self, options: DecodingOptions | None = None, spell=keyword, **given: Any) -> DecodingOptions:
         """The model's default options (model.json) with `given` applied and checked, as Recognizer.options."""
-        base_name = "" if options is not None else "the model's decode.decoder"
-        base = options if options is not None else DecodingOptions.from_config(self.cfg.decode)
-        opts, explicit = build_options(base, given, spell, base_name)
-        if opts.decoder == "beam" and opts.ctc_weight > 0 and not self.has_ctc:
-            if "ctc_weight" in explicit:
-                raise OptionsError(
-                    f"{spell('ctc_weight')} {opts.ctc_weight:g}: this model's CTC head was never trained"
-                )
-            opts = dataclasses.replace(opts, ctc_weight=0.0)
-        if opts.lm_weight > 0:
-            if "lm_weight" in explicit:
-                raise OptionsError(f"{spell('lm_weight')}: the ONNX runtime has no LM fusion (use the torch model)")
-            opts = dataclasses.replace(opts, lm_weight=0.0)
+        no_lm = "needs LM fusion, which the ONNX runtime has not (use the torch model)"
+        opts = options_for_model(options, self.cfg.decode, given, spell, self.has_ctc, no_lm)
         self.check(opts)
         return opts
 
@@ -85,14 +75,7 @@ class Runtime:
             raise OptionsError(
                 f"decoder {d}: not in the ONNX runtime (it has {', '.join(RUNTIME_DECODERS)}; use the torch model)"
             )
-        needs_ctc = d in ("ctc", "mask-ctc") or (d == "nat-length" and options.length_from == "ctc")
-        if needs_ctc and not self.has_ctc:
-            raise OptionsError(f"decoder {d}: this model's CTC head was never trained (loss.ctc_weight = 0)")
-        if (d.startswith("nat-") or d == "mask-ctc") and not self.has_nat:
-            raise OptionsError(
-                f"decoder {d}: this model has no trained non-autoregressive head "
-                "(model.nat_decoder_layers, loss.nat_weight)"
-            )
+        check_heads(options, self.has_ctc, self.has_nat)
         if options.vtln_warps and options.vtln_warps != (1.0,):
             raise OptionsError("vtln_warps: test-time VTLN is not in the ONNX runtime (use the torch model)")
 
