@@ -216,8 +216,8 @@ class ASRModule(L.LightningModule):
         ys_in, ys_out = teacher_forcing_targets(batch.tokens, batch.token_lengths, tok.sos, tok.eos, tok.pad)
         net, lc = self.model.network, self.cfg.loss
         out_lengths = batch.token_lengths + 1  # with <sos> in, with <eos> out
-        inter_layers = lc.inter_ctc_layers if lc.ctc_weight > 0 else ()
-        memory, memory_lengths, inter = net.encode_with_intermediate(feats, feat_lengths, inter_layers)
+        # (batch, frames/4, d_model), and the intermediate-CTC layers' outputs (none unless asked; __init__ checked)
+        memory, memory_lengths, inter = net.encode_with_intermediate(feats, feat_lengths, lc.inter_ctc_layers)
         p = self._sampling_prob()
         if p > 0:
             ys_in = self._scheduled_sampling(ys_in, memory, memory_lengths, out_lengths, p)

@@ -169,7 +169,8 @@ def digit_subset(
     words = set(DIGITS)
     utts = []
     for utt in read_manifest(manifest):
-        if not utt.text.split() or not set(utt.text.split()) <= words:
+        spoken = set(utt.text.split())
+        if not spoken or not spoken <= words:
             continue
         try:
             wav = load_audio(utt.audio_filepath, sample_rate)
