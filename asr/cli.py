@@ -120,7 +120,10 @@ def _load_runtime(args: argparse.Namespace):
     if args.device != "cpu":
         raise ValueError(f"--device {args.device}: an export folder runs on ONNX Runtime's CPU provider (--device cpu)")
     if args.lm is not None:
-        raise ValueError(f"--lm: the ONNX runtime has no LM fusion (--model {args.model} is an export folder)")
+        raise ValueError(
+            f"--lm: an export folder carries its own LM (--model {args.model}); export one with it: "
+            "asr export --model M --lm LM.pt --out DIR"
+        )
     if args.batch_size is not None and args.batch_size < 1:
         raise ValueError(f"--batch-size must be at least 1, got {args.batch_size}")
     return Runtime(args.model)
@@ -233,8 +236,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from asr.export import export
 
-    out = export(args.model, args.out, int8=args.int8)
-    print(f"export: {out} ({'int8' if args.int8 else 'fp32'}); transcribe with asr transcribe --model {out} ...")
+    out = export(args.model, args.out, int8=args.int8, lm=args.lm)
+    with_lm = f", with the LM {args.lm} (--lm-weight to fuse it)" if args.lm else ""
+    precision = "int8" if args.int8 else "fp32"
+    print(f"export: {out} ({precision}{with_lm}); transcribe with asr transcribe --model {out} ...")
     return 0
 
 
@@ -435,6 +440,7 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--model", required=True, help="model file (model.pt)")
     x.add_argument("--out", required=True, help="folder to write")
     x.add_argument("--int8", action="store_true", help="dynamic int8 quantisation of the MatMul/Gemm weights")
+    x.add_argument("--lm", default=None, help="token LM file (asr train-lm) to export too, for shallow fusion")
     _add_overwrite_flag(x)
 
     v = sub.add_parser(
@@ -491,7 +497,9 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="decoders (name[:key=value,...], comma-separated, e.g. "
         "greedy,beam10:ctc_weight=0.5,length_penalty=0.8,ctc):\n" + decoders_help,
     )
-    b.add_argument("--models", nargs="+", required=True, help="model files")
+    b.add_argument(
+        "--models", nargs="+", required=True, help="model files or export folders (a folder fuses its own LM)"
+    )
     b.add_argument("--sets", nargs="+", required=True, help="test manifests (JSONL)")
     b.add_argument("--decoders", nargs="+", default=["greedy"], help="decoding setups (default: greedy)")
     b.add_argument("--out", default="benchmark", help="output folder (default: benchmark/)")

@@ -11,6 +11,9 @@
         nat.onnx           (models with a trained NAT head) tokens (batch, n), lengths, memory, memory_lengths
                            -> log_probs (batch, n, vocab) of every position in one pass; the encoder graph then
                               also gives nat_length_logits (batch, nat_max_length + 1)
+        lm_step.onnx       (export(..., lm=LM file), asr export --lm) one step of the token LM for shallow fusion:
+                           tokens (rows,), self_k / self_v (lm layers, rows, heads, t, d_head) -> log_probs (rows,
+                           vocab), new self_k / self_v
         model.json         the model card: format version, precision, the model's config (features, decoding
                            defaults), tokenizer, special ids, parameter count, training data and the WER figures the
                            model file holds, and each graph's size and sha256 (the runtime refuses a changed file)
@@ -143,6 +146,37 @@ class NATGraph(nn.Module):
         return self.net.nat_logits(tokens, lengths, memory, memory_lengths).float().log_softmax(dim=-1)
 
 
+class LMStepGraph(nn.Module):
+    """One incremental step of a token LM (asr.lm.TransformerLM.step) with its cache as tensors."""
+
+    def __init__(self, lm: nn.Module):
+        super().__init__()
+        self.lm = lm
+
+    def forward(self, tokens: Tensor, self_k: Tensor, self_v: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        lm = self.lm
+        x = lm.embed(tokens)[:, None] * lm.pos.scale + positions(self_k.size(3), 1, lm.cfg.d_model)  # (rows, 1, d)
+        new_k, new_v = [], []
+        for i, layer in enumerate(lm.layers):
+            sa = layer.attn
+            h = layer.attn_norm(x)
+            k, v = sa.kv(h).chunk(2, dim=-1)
+            k = torch.cat([self_k[i], _heads(sa, k)], dim=2)  # (rows, heads, t + 1, d_head)
+            v = torch.cat([self_v[i], _heads(sa, v)], dim=2)
+            new_k.append(k)
+            new_v.append(v)
+            x = x + _merge(sa, F.scaled_dot_product_attention(_heads(sa, sa.q(h)), k, v))
+            x = x + layer.ff(layer.ff_norm(x))
+        logits = lm.out(lm.norm(x))[:, -1].float().masked_fill(lm.never, float("-inf"))  # (rows, vocab)
+        return logits.log_softmax(dim=-1), torch.stack(new_k), torch.stack(new_v)
+
+
+def _example_lm_inputs(lm: nn.Module, sos: int) -> tuple:
+    c = lm.cfg
+    cache = (c.n_layers, 3, c.n_heads, 2, c.d_model // c.n_heads)
+    return torch.tensor([sos, sos, 7 % c.vocab_size]), torch.randn(cache), torch.randn(cache)
+
+
 def _example_inputs(rec: Recognizer) -> tuple[tuple, tuple]:
     """Inputs to trace with: sizes > 1 on every dynamic axis (a size of 1 would be specialised into the graph)."""
     m = rec.cfg.model
@@ -205,16 +239,29 @@ def strip_debug_info(path: Path) -> None:
 ENCODER_IO = (("feats", "lengths"), ("memory", "memory_lengths", "ctc_log_probs", "cross_k", "cross_v"))
 NAT_IO = (("tokens", "lengths", "memory", "memory_lengths"), ("log_probs",))
 NAT_GRAPH = "nat.onnx"  # written when the model has a trained NAT head
+LM_GRAPH = "lm_step.onnx"  # written with export(..., lm=...)
+LM_IO = (("tokens", "self_k", "self_v"), ("log_probs", "new_self_k", "new_self_v"))
 STEP_IO = (
     ("tokens", "self_k", "self_v", "cross_k", "cross_v", "memory_lengths"),
     ("log_probs", "new_self_k", "new_self_v"),
 )
 
 
-def export(model_path: str | Path, out_dir: str | Path, int8: bool = False) -> Path:
-    """Write the ONNX folder of the model file at `model_path` (see the module docstring); returns out_dir."""
+def export(model_path: str | Path, out_dir: str | Path, int8: bool = False, lm: str | Path | None = None) -> Path:
+    """Write the ONNX folder of the model file at `model_path` (see the module docstring), with the token LM of the
+    LM file `lm` (asr train-lm, over the model's vocabulary) for shallow fusion when given; returns out_dir."""
     rec = load_model(model_path)
     graphs = (*GRAPHS, NAT_GRAPH) if rec.has_nat else GRAPHS
+    language_model = None
+    if lm is not None:
+        from asr.lm import load_lm
+
+        language_model = load_lm(lm)
+        try:
+            language_model.check_vocabulary(rec.tokenizer)
+        except ValueError as e:
+            raise ValueError(f"--lm {lm} with --model {model_path}: {e}") from None
+        graphs = (*graphs, LM_GRAPH)
     out = Path(out_dir)
     check_outputs([out / name for name in (*graphs, CARD)])  # before the export, not after
     out.mkdir(parents=True, exist_ok=True)
@@ -258,10 +305,26 @@ def export(model_path: str | Path, out_dir: str | Path, int8: bool = False) -> P
                     "memory_lengths": batch,
                 },
             )
+        if language_model is not None:
+            cache = {1: "rows", 3: "cached"}
+            _export(
+                LMStepGraph(language_model).eval(),
+                _example_lm_inputs(language_model, rec.tokenizer.sos),
+                out / LM_GRAPH,
+                LM_IO,
+                {"tokens": {0: "rows"}, "self_k": cache, "self_v": cache},
+            )
     if int8:
         for name in graphs:
             quantize_int8(out / name)
     card = model_card(rec, model_path, out, int8, graphs)
+    if language_model is not None:
+        c = language_model.cfg
+        card["lm"] = {
+            "source": str(lm),
+            "parameters": sum(p.numel() for p in language_model.parameters()),
+            "dims": {"layers": c.n_layers, "heads": c.n_heads, "d_head": c.d_model // c.n_heads},
+        }
     write_text(out / CARD, json.dumps(card, indent=1) + "\n", overwrite=True)
     return out
 

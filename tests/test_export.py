@@ -97,7 +97,9 @@ def test_asr_transcribe_takes_an_export_folder(tone_model, exported, test_files,
     assert main(["transcribe", "--model", str(exported), "--decoder", "nat-length", test_files[0]]) == 2
     assert "no trained non-autoregressive head" in capsys.readouterr().err
     assert main(["transcribe", "--model", str(exported), "--lm-weight", "0.3", test_files[0]]) == 2
-    assert "needs LM fusion, which the ONNX runtime has not" in capsys.readouterr().err
+    assert "needs a language model: this export folder has none (asr export --lm)" in capsys.readouterr().err
+    assert main(["transcribe", "--model", str(exported), "--lm", str(tone_model), test_files[0]]) == 2
+    assert "an export folder carries its own LM" in capsys.readouterr().err
 
 
 @pytest.mark.slow
@@ -162,6 +164,91 @@ def test_serve_takes_an_export_folder(tone_model, exported, test_files):
             )
     assert got == want and any(got)
     assert verbose.text == want[0]
+
+
+@pytest.fixture(scope="module")
+def tone_lm(tone_model, tmp_path_factory) -> Path:
+    """A token LM over the tone model's vocabulary. Untrained (seeded random weights) is enough here: what is tested
+    is that the exported LM scores as the torch one does, and that fusion moves the scores."""
+    from asr.lm import LMConfig, TransformerLM, save_lm
+
+    torch.manual_seed(0)
+    cfg = LMConfig(d_model=32, n_heads=2, d_ff=64, n_layers=2, dropout=0.0)
+    lm = TransformerLM(cfg, load_model(tone_model).tokenizer)
+    return save_lm(tmp_path_factory.mktemp("lm") / "lm.pt", lm.eval())
+
+
+def test_lm_is_exported_and_fused_as_torch_fuses_it(tone_model, tone_lm, tone_corpus, test_files, tmp_path, capsys):
+    from asr.lm import load_lm
+    from asr.runtime import Runtime
+    from asr.runtime.model import LMSteps
+
+    assert main(["export", "--model", str(tone_model), "--lm", str(tone_lm), "--out", str(tmp_path / "lm")]) == 0
+    assert "with the LM" in capsys.readouterr().out
+    out = tmp_path / "lm"
+    card = json.loads((out / "model.json").read_text())
+    assert "lm_step.onnx" in card["files"] and card["lm"]["dims"] == {"layers": 2, "heads": 2, "d_head": 16}
+
+    # The step graph against TransformerLM.step, over a few fed tokens of three rows (reordered midway).
+    lm, rt = load_lm(tone_lm), Runtime(out, threads=1)
+    assert isinstance(rt.lm, LMSteps)
+    sos = lm.tokenizer.sos
+    feeds = [[sos, sos, sos], [5, 7, 9], [6, 6, 8], [10, 5, 7]]
+    state, ort_state = lm.init_state(3), rt.lm.start(np.arange(3))
+    for i, tokens in enumerate(feeds):
+        want, state = lm.step(state, torch.tensor(tokens))
+        got, ort_state = rt.lm.step(np.array(tokens), ort_state)
+        finite = np.isfinite(want.numpy())
+        assert np.array_equal(finite, np.isfinite(got)) and np.abs(got[finite] - want.numpy()[finite]).max() < 1e-4
+        if i == 1:
+            rows = np.array([2, 0, 0])
+            state, ort_state = state.select(torch.from_numpy(rows)), rt.lm.select(ort_state, rows)
+
+    # Beam + CTC + LM: the torch path's hypotheses and scores; and the LM takes part.
+    rec = load_model(tone_model).attach_lm(lm)
+    for decoder in ("beam:ctc_weight=0", "beam"):
+        want = rec.transcribe(test_files, decoder=decoder, beam_size=4, lm_weight=0.5)
+        got = rt.transcribe(test_files, decoder=decoder, beam_size=4, lm_weight=0.5)
+        plain = rt.transcribe(test_files, decoder=decoder, beam_size=4, lm_weight=0.0)
+        assert [t.text for t in got] == [t.text for t in want] and any(t.text for t in want)
+        for g, w in zip(got, want):
+            for gs, ws in zip(g.segments, w.segments, strict=True):
+                assert gs.tokens == ws.tokens
+                assert gs.score == pytest.approx(ws.score, abs=1e-3)
+        fused = [s.score for t in got for s in t.segments]
+        assert fused != pytest.approx([s.score for t in plain for s in t.segments], abs=1e-3)
+
+    # asr benchmark: --lm goes to the model file, the folder fuses its own; the same error rates.
+    bench = tmp_path / "bench"
+    setup = ["--decoders", "beam4:lm_weight=0.5", "--bootstrap", "20", "--out", str(bench)]
+    assert (
+        main(
+            [
+                "benchmark",
+                "--models",
+                str(tone_model),
+                str(out),
+                "--sets",
+                str(tone_corpus["test"]),
+                *setup,
+                "--lm",
+                str(tone_lm),
+            ]
+        )
+        == 0
+    )
+    capsys.readouterr()
+    torch_run, onnx_run = json.loads((bench / "results.json").read_text())["systems"]
+    assert onnx_run["rates"] == torch_run["rates"] and onnx_run["decoder"] == "beam4:lm_weight=0.5"
+
+    # An LM over another vocabulary is refused before anything is written.
+    from asr.lm import LMConfig, TransformerLM, save_lm
+    from asr.text import CharTokenizer
+
+    other = save_lm(tmp_path / "other.pt", TransformerLM(LMConfig(d_model=32, n_heads=2), CharTokenizer(list("xyz "))))
+    with pytest.raises(ValueError, match=r"other\.pt.*does not match"):
+        export(tone_model, tmp_path / "bad", lm=other)
+    assert not (tmp_path / "bad").exists()
 
 
 def _blocked_python(code: str) -> subprocess.CompletedProcess:

@@ -320,8 +320,6 @@ def _check_inputs(spec: BenchmarkSpec) -> dict[Path, list[Utterance]]:
         if is_export_folder(m):
             if spec.device != "cpu":
                 raise ValueError(f"{m}: an export folder runs on ONNX Runtime's CPU provider (--device cpu)")
-            if spec.lm is not None and any(_uses_lm(d) for d in spec.decoders):
-                raise ValueError(f"{m}: the ONNX runtime has no LM fusion (the lm_weight setups need a model file)")
         elif not Path(m).is_file():
             raise FileNotFoundError(f"{m}: model file not found")
     if spec.lm is not None and not Path(spec.lm).is_file():
@@ -407,7 +405,9 @@ def _load(model_path: Path, spec: BenchmarkSpec):
         try:
             options[setup.canonical] = rec.options(decoder=setup, **lm_off)
         except ValueError as e:
-            hint = " (asr benchmark --lm FILE)" if "language model" in str(e) else ""
+            hint = (
+                " (asr benchmark --lm FILE)" if "language model" in str(e) and not is_export_folder(model_path) else ""
+            )
             raise ValueError(f"decoder {setup.canonical} on {model_path}: {e}{hint}") from None
     return rec, options
 
@@ -422,6 +422,7 @@ def _systems(
     systems: list[SystemResult] = []
     for model_path, model_label in zip(spec.models, model_labels):
         model_hash = model_sha256(model_path)
+        folder = is_export_folder(model_path)  # it carries its own LM (asr export --lm), in its hash
         rec, options = None, {}  # loaded only if something is not cached
         audio: dict[Path, tuple[list, list[str]]] = {}
         for set_path, set_label in zip(map(Path, spec.sets), set_labels):
@@ -434,7 +435,7 @@ def _systems(
                     spec.device,
                     spec.batch_size,
                     spec.threads,
-                    lm_hash if _uses_lm(setup) else None,
+                    lm_hash if _uses_lm(setup) and not folder else None,
                 )
                 decoded = load_cached(cache_dir, key, len(utts))
                 status = "cached"

@@ -31,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--beam-size", type=int, default=None)
     p.add_argument("--ctc-weight", type=float, default=None)
+    p.add_argument("--lm-weight", type=float, default=None, help="shallow fusion of the folder's LM (asr export --lm)")
     p.add_argument("--length-penalty", type=float, default=None)
     p.add_argument("--max-len-ratio", type=float, default=None)
     p.add_argument("--batch-size", type=int, default=None, help="chunks decoded at once (default: the model's)")
@@ -62,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
             rt = Runtime(args.model, threads=args.threads)
             given = {
                 k: getattr(args, k)
-                for k in ("decoder", "beam_size", "ctc_weight", "length_penalty", "max_len_ratio")
+                for k in ("decoder", "beam_size", "ctc_weight", "lm_weight", "length_penalty", "max_len_ratio")
                 if getattr(args, k) is not None
             }
             options = rt.options(spell=flag, **given)

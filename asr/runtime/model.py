@@ -6,6 +6,8 @@
                                                   decoder's cross-attention keys/values (layers, B, heads, T/4, dh)
         .steps(encoded)                        -> DecoderSteps, the StepNetwork the searches (asr.runtime.search) drive
         .nat(encoded)                          -> NATHead, the NATNetwork of the NAT searches (models exported with one)
+        .lm_steps()                            -> LMSteps, the token LM's StepNetwork for shallow fusion (folders
+                                                  exported with --lm), or None
 
 Refused with ExportError naming the file: a missing graph or card, a card of another format version, a graph whose
 size or sha256 differs from what the card recorded at export (damaged or tampered), a graph ONNX Runtime cannot load.
@@ -26,6 +28,7 @@ EXPORT_FORMAT = "asr-onnx/1"  # what asr.export writes (kept in step with it: te
 CARD = "model.json"
 GRAPHS = ("encoder.onnx", "decoder_step.onnx")
 NAT_GRAPH = "nat.onnx"  # present when the model has a trained NAT head (card: has_nat)
+LM_GRAPH = "lm_step.onnx"  # present when exported with an LM (card: lm)
 
 
 class ExportError(ValueError):
@@ -53,6 +56,9 @@ def read_card(folder: str | Path) -> dict:
     for key in ("config", "tokenizer", "special_ids", "dims", "files"):
         if key not in card:
             raise ExportError(f"{path}: damaged model card (no {key!r})")
+    lm = card.get("lm")
+    if lm is not None and not (isinstance(lm, dict) and isinstance(lm.get("dims"), dict)):
+        raise ExportError(f"{path}: damaged model card (its 'lm' entry has no dims)")
     for name in graphs_of(card):
         graph, want = folder / name, card["files"].get(name)
         if not graph.is_file():
@@ -69,7 +75,7 @@ def read_card(folder: str | Path) -> dict:
 
 
 def graphs_of(card: dict) -> tuple[str, ...]:
-    return (*GRAPHS, NAT_GRAPH) if card.get("has_nat") else GRAPHS
+    return GRAPHS + ((NAT_GRAPH,) if card.get("has_nat") else ()) + ((LM_GRAPH,) if card.get("lm") else ())
 
 
 @dataclass
@@ -127,6 +133,34 @@ class DecoderSteps:
         )
 
 
+@dataclass
+class LMState:
+    """Token LM state of R hypothesis rows: the keys/values of the tokens fed so far."""
+
+    self_k: np.ndarray  # (lm layers, R, heads, t, d_head)
+    self_v: np.ndarray
+
+
+class LMSteps:
+    """The StepNetwork protocol of asr.runtime.search over the lm_step graph (shallow fusion)."""
+
+    def __init__(self, session, dims: dict):
+        self.session, self.dims = session, dims
+
+    def start(self, rows: np.ndarray) -> LMState:
+        d = self.dims
+        empty = np.zeros((d["layers"], len(rows), d["heads"], 0, d["d_head"]), dtype=np.float32)
+        return LMState(empty, empty)
+
+    def step(self, tokens: np.ndarray, state: LMState) -> tuple[np.ndarray, LMState]:
+        feeds = {"tokens": np.asarray(tokens, dtype=np.int64), "self_k": state.self_k, "self_v": state.self_v}
+        log_probs, k, v = self.session.run(None, feeds)
+        return log_probs, LMState(k, v)
+
+    def select(self, state: LMState, rows: np.ndarray) -> LMState:
+        return LMState(state.self_k[:, rows], state.self_v[:, rows])
+
+
 class NATHead:
     """The NATNetwork protocol of asr.runtime.search over the nat graph, for one encoded batch."""
 
@@ -148,7 +182,7 @@ class NATHead:
 
 
 class OnnxModel:
-    """The two graphs of an export folder on ONNX Runtime's CPU provider. threads=0: ORT's default (all cores)."""
+    """The graphs of an export folder on ONNX Runtime's CPU provider. threads=0: ORT's default (all cores)."""
 
     def __init__(self, folder: str | Path, threads: int = 0):
         import onnxruntime as ort
@@ -186,6 +220,12 @@ class OnnxModel:
 
     def steps(self, encoded: Encoded) -> DecoderSteps:
         return DecoderSteps(self.sessions["decoder_step.onnx"], encoded, self.dims)
+
+    def lm_steps(self) -> LMSteps | None:
+        """The exported token LM as a StepNetwork, or None when the folder has none."""
+        if LM_GRAPH not in self.sessions:
+            return None
+        return LMSteps(self.sessions[LM_GRAPH], self.card["lm"]["dims"])
 
     def nat(self, encoded: Encoded) -> NATHead:
         if NAT_GRAPH not in self.sessions:

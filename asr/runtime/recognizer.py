@@ -8,8 +8,9 @@
 Pipeline per batch: numpy features (asr.runtime.features) -> encoder graph (CMVN inside) -> the search asked for
 (asr.runtime.search: greedy, beam with joint CTC, CTC best path; nat-length, nat-max and mask-ctc where the folder has
 the NAT head) -> text (asr.runtime.tokens). Long recordings are cut at pauses (asr.segment, numpy only) into chunks
-of at most max_chunk_seconds, decoded in batches of similar length, and stitched. Not here (yet): LM fusion and
-test-time VTLN warps, refused with an OptionsError.
+of at most max_chunk_seconds, decoded in batches of similar length, and stitched. Beam search fuses the folder's
+token LM (exported with `asr export --lm`) when lm_weight > 0. Not here (yet): test-time VTLN warps, refused with an
+OptionsError.
 """
 
 from __future__ import annotations
@@ -60,11 +61,11 @@ class Runtime:
         self.ids = self.card["special_ids"]
         self.has_ctc = bool(self.card["has_ctc"])
         self.has_nat = bool(self.card.get("has_nat"))
-        self.lm = None  # no LM fusion in the runtime (the options checks read this)
+        self.lm = self.model.lm_steps()  # the folder's token LM (asr export --lm), or None; the options checks read it
 
     def options(self, options: DecodingOptions | None = None, spell=keyword, **given: Any) -> DecodingOptions:
         """The model's default options (model.json) with `given` applied and checked, as Recognizer.options."""
-        no_lm = "needs LM fusion, which the ONNX runtime has not (use the torch model)"
+        no_lm = "" if self.lm is not None else "needs a language model: this export folder has none (asr export --lm)"
         opts = options_for_model(options, self.cfg.decode, given, spell, self.has_ctc, no_lm)
         self.check(opts)
         return opts
@@ -159,6 +160,8 @@ class Runtime:
                 ctc_weight=o.ctc_weight if enc.ctc_log_probs is not None else 0.0,
                 blank=blank,
                 banned=banned,
+                lm=self.lm if o.lm_weight > 0 else None,
+                lm_weight=o.lm_weight,
             )
             hyps = [(list(hs[0].tokens), float(hs[0].score), None) if hs else ([], float("-inf"), None) for hs in lists]
         if align_times and enc.ctc_log_probs is not None:  # attention hypotheses: token times by CTC alignment

@@ -1,7 +1,7 @@
 """Decoding searches in numpy, for the torch-free runtime: the same hypotheses and scores as asr.decoding.
 
     greedy_search(net, memory_lengths (B,), sos, eos, max_len_ratio, banned)  -> [Hypothesis] per utterance
-    beam_search(net, memory_lengths, sos, eos, beam_size, ..., ctc_log_probs (B, T, V), ctc_weight, ...)
+    beam_search(net, memory_lengths, sos, eos, beam_size, ..., ctc_log_probs (B, T, V), ctc_weight, lm, lm_weight)
                                                                                -> [[Hypothesis] n-best] per utterance
     ctc_greedy(log_probs (B, T, V), lengths (B,), blank)                      -> [BestPath(tokens, spans, score)]
 
@@ -242,15 +242,22 @@ def beam_search(
     ctc_weight: float = 0.0,
     blank: int = 0,
     banned: Sequence[int] = (),
+    lm: StepNetwork | None = None,
+    lm_weight: float = 0.0,
 ) -> list[list[Hypothesis]]:
-    """Joint CTC/attention beam search, batched over utterances x beams (rows utterance-major).
+    """Joint CTC/attention beam search with optional shallow fusion, batched over utterances x beams (rows
+    utterance-major).
 
-    Each extension by token y scores (1 - ctc_weight) log P_att(y) + ctc_weight (change in the CTC prefix score);
-    without ctc_log_probs or with ctc_weight 0 only the attention term counts. CTC scores only the attention
+    Each extension by token y scores (1 - ctc_weight) log P_att(y) + ctc_weight (change in the CTC prefix score)
+    + lm_weight log P_lm(y); without ctc_log_probs or with ctc_weight 0 the CTC term is left out (and the attention
+    term is unweighted), without lm or with lm_weight 0 the LM term. `lm` is a StepNetwork over the same rows
+    (asr.runtime.model.LMSteps), fed <sos> first. CTC scores only the attention
     decoder's best 1.5 x beam tokens of each row (the pre-beam). An utterance is done once `nbest` finished
     hypotheses rank at least as well as the best open one could by ending at the next step, or at its maximum
     length. Returns, per utterance, up to `nbest` hypotheses, best first (ranked by score / (tokens + 1) **
     length_penalty; `score` is the raw one)."""
+    if lm_weight < 0:  # the stopping rule relies on scores only falling as hypotheses grow
+        raise ValueError(f"lm_weight must be >= 0, got {lm_weight}")
     memory_lengths = np.asarray(memory_lengths, dtype=np.int64)
     batch, k = memory_lengths.shape[0], beam_size
     use_ctc = ctc_log_probs is not None and ctc_weight > 0
@@ -268,6 +275,9 @@ def beam_search(
     state = net.start(row_utts)
     ctc = CTCPrefixScorer(ctc_log_probs, memory_lengths, row_utts, blank, eos) if use_ctc else None
     ctc_state = ctc.initial_state() if ctc is not None else None
+    if lm_weight == 0:
+        lm = None
+    lm_state = lm.start(row_utts) if lm is not None else None
 
     for t in range(int(max_lens.max(initial=0))):
         n = alive.size
@@ -287,6 +297,9 @@ def beam_search(
             joint = np.take_along_axis(total, candidates, axis=1) + _weighted(ctc_weight, delta.astype(np.float32))
             total = np.full_like(total, NEG_INF)
             np.put_along_axis(total, candidates, joint, axis=1)
+        if lm is not None:  # over the whole vocabulary, after the CTC pre-beam (as the torch search adds it)
+            lm_logp, lm_state = _log_probs(lm, tokens[:, -1], lm_state)
+            total = total + _weighted(lm_weight, lm_logp)
         cand = (scores[:, :, None] + total.reshape(n, k, vocab)).reshape(n, k * vocab)
         top_scores, top_idx = _topk(cand, min(2 * k, k * vocab))  # (n, 2k): enough to refill k unfinished
         src_beam, top_tok = top_idx // vocab, top_idx % vocab
@@ -309,6 +322,8 @@ def beam_search(
         new_tokens = np.take_along_axis(top_tok, order, 1).reshape(-1)
         tokens = np.concatenate([tokens[rows], new_tokens[:, None]], axis=1)
         state = net.select(state, rows)
+        if lm is not None:
+            lm_state = lm.select(lm_state, rows)
         if ctc is not None:
             # Each kept extension's candidate column; a dead row (-inf) may hold a token outside the pre-beam: any
             # column will do (argmax of no match is 0).
@@ -328,6 +343,8 @@ def beam_search(
             keep_rows = (keep[:, None] * k + np.arange(k)).reshape(-1)
             alive, scores, tokens = alive[keep], scores[keep], tokens[keep_rows]
             state = net.select(state, keep_rows)
+            if lm is not None:
+                lm_state = lm.select(lm_state, keep_rows)
             if ctc is not None:
                 ctc.keep(keep_rows)
                 ctc_state = CTCState(ctc_state.r[:, keep_rows], ctc_state.score[keep_rows], ctc_state.last[keep_rows])
