@@ -331,6 +331,7 @@ PREPARE_OPTIONS = (
     "n_test",
     "seed",
     "held_out_speakers",
+    "connected",
     "dev_speakers",
     "n_dev_speakers",
     "split",
@@ -587,6 +588,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="tts: single-letter words are spelled letters (AN4): make eSpeak say their names",
     )
     pr.add_argument("--held-out-speakers", nargs="*", help="fsdd: speakers kept out of train/dev (test only)")
+    pr.add_argument(
+        "--connected",
+        type=float,
+        help="fsdd: share of training utterances joined as connected speech (trimmed digits, tight or overlapping "
+        "gaps; default 0)",
+    )
     return p
 
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from asr.data.fsdd import DIGITS, FSDDConfig, _split_of, prepare_fsdd
+from asr.data.fsdd import DIGITS, FSDDConfig, _split_of, prepare_fsdd, trim_silence
 from asr.data.manifest import read_manifest
 
 
@@ -61,6 +61,35 @@ def test_conventional_split_and_held_out_speakers(fake_fsdd, tmp_path):
     assert "carol" not in {u.extra["speaker"] for u in read_manifest(out["dev"])}
     with pytest.raises(ValueError, match="dave"):
         prepare_fsdd(fake_fsdd, tmp_path / "x", FSDDConfig(held_out_speakers=["dave"]))
+
+
+def test_trim_silence_keeps_the_voiced_span():
+    sr = 16000
+    tone = 0.3 * np.sin(2 * np.pi * 300 * np.arange(int(0.3 * sr)) / sr).astype(np.float32)
+    wav = np.concatenate([np.full(int(0.2 * sr), 1e-4, np.float32), tone, np.full(int(0.25 * sr), 1e-4, np.float32)])
+    out = trim_silence(wav, sr, 35.0)
+    assert 0.3 <= out.size / sr <= 0.3 + 0.05  # the tone and at most 20 ms (+ a frame) of margin each side
+    assert np.abs(out).max() == np.abs(wav).max()
+
+
+def test_connected_joins_change_only_the_training_split(fake_fsdd, tmp_path):
+    base = dict(n_train=40, n_dev=6, n_test=8, dev_indices=(10, 11))
+    apart = prepare_fsdd(fake_fsdd, tmp_path / "apart", FSDDConfig(**base))
+    joined = prepare_fsdd(fake_fsdd, tmp_path / "joined", FSDDConfig(**base, connected=1.0))
+    for split in ("dev", "test"):  # the same utterances, sample for sample
+        a, b = read_manifest(apart[split]), read_manifest(joined[split])
+        assert [u.text for u in a] == [u.text for u in b]
+        for x, y in zip(a, b):
+            assert np.array_equal(sf.read(x.audio_filepath)[0], sf.read(y.audio_filepath)[0])
+
+    def seconds_per_digit(path):
+        utts = read_manifest(path)
+        return sum(u.duration for u in utts) / sum(len(u.text.split()) for u in utts)
+
+    # Gaps of -40..40 ms instead of 50..300 ms: the connected training utterances are shorter per digit.
+    assert seconds_per_digit(joined["train"]) < seconds_per_digit(apart["train"]) - 0.08
+    with pytest.raises(ValueError, match="connected must be a share"):
+        prepare_fsdd(fake_fsdd, tmp_path / "bad", FSDDConfig(**base, connected=1.5))
 
 
 def test_missing_corpus_is_a_clear_error(tmp_path):

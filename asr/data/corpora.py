@@ -61,6 +61,7 @@ def _prepare_fsdd(
     n_test: int | None = None,
     seed: int = 0,
     held_out_speakers: Sequence[str] | None = None,
+    connected: float | None = None,
 ) -> PrepareResult:
     from asr.data.common import stats_of
     from asr.data.fsdd import FSDDConfig, prepare_fsdd
@@ -69,7 +70,7 @@ def _prepare_fsdd(
     if not (root / "recordings").is_dir() and (root / "free-spoken-digit-dataset-master" / "recordings").is_dir():
         root = root / "free-spoken-digit-dataset-master"  # where --download extracts it
     cfg = FSDDConfig(seed=seed, held_out_speakers=list(held_out_speakers or []))
-    for name, value in (("n_train", n_train), ("n_dev", n_dev), ("n_test", n_test)):
+    for name, value in (("n_train", n_train), ("n_dev", n_dev), ("n_test", n_test), ("connected", connected)):
         if value is not None:
             setattr(cfg, name, value)
     return stats_of(prepare_fsdd(root, out_dir, cfg))
@@ -211,7 +212,7 @@ CORPORA: dict[str, Corpus] = {
             "Free Spoken Digit Dataset, joined into connected-digit utterances (github.com/Jakobovski)",
             "recording indices 0-4 -> test, 45-49 -> dev, rest -> train (or --held-out-speakers)",
             "asr.data.corpora:_prepare_fsdd",
-            options={k: k for k in ("n_train", "n_dev", "n_test", "seed", "held_out_speakers")},
+            options={k: k for k in ("n_train", "n_dev", "n_test", "seed", "held_out_speakers", "connected")},
             # A GitHub branch archive is generated on request and not byte-stable: no checksum can be pinned.
             archives={
                 "master": Archive(

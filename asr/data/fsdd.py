@@ -3,10 +3,13 @@
     prepare_fsdd(src_dir, out_dir) -> {"train": Path, "dev": Path, "test": Path}
 
 FSDD holds isolated digits named `{digit}_{speaker}_{index}.wav` (8 kHz). Each utterance here joins 1-7 recordings of
-one speaker with short random pauses, resampled to 16 kHz, with a faint noise floor so pauses are not digital
-silence. Splits follow the conventional indices: 0-4 test, 5-49 train, of which `dev_indices` are held out as dev,
-so no recording is shared between splits. With `held_out_speakers` (unseen-speaker evaluation) the test set is
-built from all recordings of those speakers only, and the other speakers' indices 0-4 go to training.
+one speaker with short random pauses, resampled to 16 kHz, with a faint noise floor so pauses are not digital silence.
+With `connected` > 0 that share of the *training* utterances is joined as connected speech instead: each recording
+trimmed to its voiced span and the next one starting within `connected_pause` (a negative gap overlaps the two, added
+together), as talkers run digits together; dev and test are always joined the first way, so their figures stay
+comparable. Splits follow the conventional indices: 0-4 test, 5-49 train, of which `dev_indices` are held out as dev, so
+no recording is shared between splits. With `held_out_speakers` (unseen-speaker evaluation) the test set is built from
+all recordings of those speakers only, and the other speakers' indices 0-4 go to training.
 """
 
 from __future__ import annotations
@@ -41,6 +44,9 @@ class FSDDConfig:
     min_digits: int = 1
     max_digits: int = 7
     pause: tuple[float, float] = (0.05, 0.3)  # seconds between digits
+    connected: float = 0.0  # share of training utterances joined as connected speech (trimmed, tight gaps)
+    connected_pause: tuple[float, float] = (-0.04, 0.04)  # seconds between trimmed digits; < 0 overlaps them
+    trim_db: float = 35.0  # connected joins: a recording's voiced span is the 10 ms frames within this of its peak
     edge: tuple[float, float] = (0.05, 0.25)  # leading/trailing silence
     noise_dbfs: tuple[float, float] = (-70.0, -50.0)  # noise floor level
     dev_indices: tuple[int, int] = (45, 49)  # inclusive range of train indices held out as dev
@@ -87,16 +93,35 @@ def _build_utterances(
     return out
 
 
-def _join(recs: list[torch.Tensor], cfg: FSDDConfig, rng: random.Random) -> np.ndarray:
+def trim_silence(wav: np.ndarray, sample_rate: int, below_db: float) -> np.ndarray:
+    """(samples,) -> the stretch from the first to the last 10 ms frame whose energy is within `below_db` of the
+    loudest frame's, with 20 ms of margin each side (FSDD recordings carry their own lead-in and tail)."""
+    hop = sample_rate // 100
+    n = wav.size // hop
+    if n < 3:
+        return wav
+    energy = (wav[: n * hop].reshape(n, hop).astype(np.float64) ** 2).mean(axis=1)
+    loud = np.flatnonzero(energy >= energy.max() * 10 ** (-below_db / 10))
+    return wav[max(0, (loud[0] - 2) * hop) : min(wav.size, (loud[-1] + 3) * hop)]
+
+
+def _join(recs: list[torch.Tensor], cfg: FSDDConfig, rng: random.Random, connected: bool = False) -> np.ndarray:
+    """Recordings -> one utterance: edge silence, the recordings with a pause between each two (connected: trimmed,
+    tight gaps, a negative one overlapping at most a quarter of the shorter), edge silence, a faint noise floor."""
     sr = cfg.sample_rate
-    gap = lambda lo_hi: np.zeros(int(rng.uniform(*lo_hi) * sr), dtype=np.float32)  # noqa: E731
-    parts = [gap(cfg.edge)]
-    for i, r in enumerate(recs):
+    pieces = [r.numpy() for r in recs]
+    if connected:
+        pieces = [trim_silence(p, sr, cfg.trim_db) for p in pieces]
+    pause = cfg.connected_pause if connected else cfg.pause
+    starts, pos = [], int(rng.uniform(*cfg.edge) * sr)
+    for i, piece in enumerate(pieces):
         if i:
-            parts.append(gap(cfg.pause))
-        parts.append(r.numpy())
-    parts.append(gap(cfg.edge))
-    wav = np.concatenate(parts)
+            pos += max(int(rng.uniform(*pause) * sr), -min(piece.size, pieces[i - 1].size) // 4)
+        starts.append(pos)
+        pos += piece.size
+    wav = np.zeros(pos + int(rng.uniform(*cfg.edge) * sr), dtype=np.float32)
+    for start, piece in zip(starts, pieces):
+        wav[start : start + piece.size] += piece
     level = 10 ** (rng.uniform(*cfg.noise_dbfs) / 20)
     noise = np.random.default_rng(rng.getrandbits(32)).standard_normal(wav.size).astype(np.float32)
     return wav + level * noise
@@ -106,6 +131,11 @@ def prepare_fsdd(src_dir: str | Path, out_dir: str | Path, cfg: FSDDConfig | Non
     cfg = cfg or FSDDConfig()
     out = Path(out_dir)
     params = {"version": VERSION, "src": str(Path(src_dir).resolve()), **asdict(cfg)}
+    if not cfg.connected:  # the connected-join settings change nothing then: corpora prepared before them stay valid
+        for key in ("connected", "connected_pause", "trim_db"):
+            params.pop(key)
+    if not 0.0 <= cfg.connected <= 1.0:
+        raise ValueError(f"fsdd: connected must be a share in [0, 1], got {cfg.connected}")
     manifests = {s: out / f"{s}.jsonl" for s in ("train", "dev", "test")}
     if is_prepared(out, manifests, params):
         log.info("%s: already prepared", out)
@@ -137,7 +167,8 @@ def prepare_fsdd(src_dir: str | Path, out_dir: str | Path, cfg: FSDDConfig | Non
         rng = random.Random(int(hashlib.sha256(f"{cfg.seed}/{split}".encode()).hexdigest()[:8], 16))
         utts = []
         for i, (spk, digits, recs) in enumerate(_build_utterances(pools[split], counts[split], cfg, rng)):
-            wav = _join(recs, cfg, rng)
+            connected = split == "train" and cfg.connected > 0 and rng.random() < cfg.connected
+            wav = _join(recs, cfg, rng, connected)
             wav_path = out / "wavs" / split / f"{split}_{i:05d}_{spk}.wav"
             write_audio(wav_path, wav, cfg.sample_rate)
             text = " ".join(DIGITS[d] for d in digits)
