@@ -253,8 +253,8 @@ def beam_search(
     term is unweighted), without lm or with lm_weight 0 the LM term. `lm` is a StepNetwork over the same rows
     (asr.runtime.model.LMSteps), fed <sos> first. CTC scores only the attention decoder's best 1.5 x beam tokens of
     each row (the pre-beam). An utterance is done once `nbest` finished hypotheses rank at least as well as the best
-    open one could by ending at the next step, or at its maximum length. Returns, per utterance, up to `nbest` hypotheses, best first (ranked by score / (tokens + 1) **
-    length_penalty; `score` is the raw one)."""
+    open one could by ending at the next step, or at its maximum length. Returns, per utterance, up to `nbest`
+    hypotheses, best first (ranked by score / (tokens + 1) ** length_penalty; `score` is the raw one)."""
     if lm_weight < 0:  # the stopping rule relies on scores only falling as hypotheses grow
         raise ValueError(f"lm_weight must be >= 0, got {lm_weight}")
     memory_lengths = np.asarray(memory_lengths, dtype=np.int64)
