@@ -71,6 +71,17 @@ def _merge(attn: MultiHeadAttention, y: Tensor) -> Tensor:
     return attn.out(y.transpose(1, 2).reshape(b, t, h * dh))
 
 
+def _cached_self_attention(
+    sa: MultiHeadAttention, h: Tensor, past_k: Tensor, past_v: Tensor
+) -> tuple[Tensor, Tensor, Tensor]:
+    """One new position's self-attention over the t cached ones and itself: h (rows, 1, d_model), past (rows, heads,
+    t, d_head) -> (output (rows, 1, d_model), keys, values (rows, heads, t + 1, d_head))."""
+    k, v = sa.kv(h).chunk(2, dim=-1)
+    k = torch.cat([past_k, _heads(sa, k)], dim=2)
+    v = torch.cat([past_v, _heads(sa, v)], dim=2)
+    return _merge(sa, F.scaled_dot_product_attention(_heads(sa, sa.q(h)), k, v)), k, v
+
+
 class EncoderGraph(nn.Module):
     """feats, lengths -> memory, memory_lengths, ctc_log_probs, cross_k, cross_v (see the module docstring)."""
 
@@ -118,14 +129,10 @@ class DecoderStepGraph(nn.Module):
         memory_mask = padding_mask(memory_lengths, cross_k.size(3))[:, None, None, :]  # (rows, 1, 1, frames/4)
         new_k, new_v = [], []
         for i, layer in enumerate(dec.layers):
-            sa = layer.self_attn
-            h = layer.self_norm(x)
-            k, v = sa.kv(h).chunk(2, dim=-1)
-            k = torch.cat([self_k[i], _heads(sa, k)], dim=2)  # (rows, heads, t + 1, d_head)
-            v = torch.cat([self_v[i], _heads(sa, v)], dim=2)
+            y, k, v = _cached_self_attention(layer.self_attn, layer.self_norm(x), self_k[i], self_v[i])
+            x = x + y  # sees every fed token
             new_k.append(k)
             new_v.append(v)
-            x = x + _merge(sa, F.scaled_dot_product_attention(_heads(sa, sa.q(h)), k, v))  # sees every fed token
             ca = layer.cross_attn
             q = _heads(ca, ca.q(layer.cross_norm(x)))
             x = x + _merge(ca, F.scaled_dot_product_attention(q, cross_k[i], cross_v[i], attn_mask=memory_mask))
@@ -158,14 +165,10 @@ class LMStepGraph(nn.Module):
         x = lm.embed(tokens)[:, None] * lm.pos.scale + positions(self_k.size(3), 1, lm.cfg.d_model)  # (rows, 1, d)
         new_k, new_v = [], []
         for i, layer in enumerate(lm.layers):
-            sa = layer.attn
-            h = layer.attn_norm(x)
-            k, v = sa.kv(h).chunk(2, dim=-1)
-            k = torch.cat([self_k[i], _heads(sa, k)], dim=2)  # (rows, heads, t + 1, d_head)
-            v = torch.cat([self_v[i], _heads(sa, v)], dim=2)
+            y, k, v = _cached_self_attention(layer.attn, layer.attn_norm(x), self_k[i], self_v[i])
+            x = x + y
             new_k.append(k)
             new_v.append(v)
-            x = x + _merge(sa, F.scaled_dot_product_attention(_heads(sa, sa.q(h)), k, v))
             x = x + layer.ff(layer.ff_norm(x))
         logits = lm.out(lm.norm(x))[:, -1].float().masked_fill(lm.never, float("-inf"))  # (rows, vocab)
         return logits.log_softmax(dim=-1), torch.stack(new_k), torch.stack(new_v)
