@@ -66,7 +66,10 @@ def test_encoder_graph_matches_torch(tone_model, exported):
         assert np.abs(g[:n] - w[:n]).max() < 1e-4
 
 
-@pytest.mark.parametrize("decoder", ["greedy", "beam", "beam:ctc_weight=0", "ctc"])
+DECODERS = ["greedy", "beam", "beam:ctc_weight=0", "ctc", "beam:vtln_warps=0.9/1/1.1", "greedy:vtln_warps=0.92/1.08"]
+
+
+@pytest.mark.parametrize("decoder", DECODERS)
 def test_runtime_gives_the_torch_hypotheses(tone_model, exported, test_files, decoder):
     from asr.runtime import Runtime
 

@@ -1,8 +1,8 @@
 """python -m asr.runtime --model DIR FILE... : transcribe with an export folder, in an install without torch.
 
 Flags as `asr transcribe`'s where the runtime has them: --decoder greedy|beam|ctc|nat-length|nat-max|mask-ctc (the
-NAT ones where the folder has the head; or a setup, beam10:ctc_weight=0.5),
---beam-size, --ctc-weight, --length-penalty, --max-len-ratio, --batch-size, --max-chunk-seconds, --threads,
+NAT ones where the folder has the head; or a setup, beam10:ctc_weight=0.5), --beam-size, --ctc-weight, --lm-weight,
+--length-penalty, --max-len-ratio, --vtln-warps, --batch-size, --max-chunk-seconds, --threads,
 --format txt|json|srt|vtt, --out-dir (one file per input; files asr did not write are not replaced without
 --overwrite). Exit 0; 1 if an input failed (each named on stderr); 2 for a bad model folder or flags.
 """
@@ -34,6 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lm-weight", type=float, default=None, help="shallow fusion of the folder's LM (asr export --lm)")
     p.add_argument("--length-penalty", type=float, default=None)
     p.add_argument("--max-len-ratio", type=float, default=None)
+    p.add_argument(
+        "--vtln-warps", default=None, help="test-time VTLN: comma-separated warp factors, e.g. 0.92,0.96,1,1.04,1.08"
+    )
     p.add_argument("--batch-size", type=int, default=None, help="chunks decoded at once (default: the model's)")
     p.add_argument("--max-chunk-seconds", type=float, default=None, help="longest chunk decoded at once (20)")
     p.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads (default: all cores)")
@@ -66,6 +69,11 @@ def main(argv: list[str] | None = None) -> int:
                 for k in ("decoder", "beam_size", "ctc_weight", "lm_weight", "length_penalty", "max_len_ratio")
                 if getattr(args, k) is not None
             }
+            if args.vtln_warps is not None:
+                try:
+                    given["vtln_warps"] = tuple(float(x) for x in args.vtln_warps.split(",") if x.strip())
+                except ValueError:
+                    raise ValueError(f"--vtln-warps must be comma-separated numbers, got {args.vtln_warps!r}") from None
             options = rt.options(spell=flag, **given)
             files = find_files(args.audio)
             out_dir = Path(args.out_dir) if args.out_dir else None

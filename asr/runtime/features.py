@@ -8,8 +8,9 @@ FeatureConfig's defaults, keys the front end does not use (cmvn) are ignored. Th
 asr/features.py: snip_edges framing (1 + (samples - win) // hop frames, none for a signal shorter than a window),
 per-frame DC removal, pre-emphasis, povey/hann/hamming window, zero padding to n_fft, power spectrum, Kaldi mel
 triangles, natural log floored at float32 eps; MFCC adds an orthonormal DCT-II (no lifter) and HTK deltas and
-delta-deltas. Inference never dithers (the torch front end dithers only in training), and VTLP/VTLN warps are not
-here. CMVN is inside the exported encoder graph. Computed in float64, returned as float32.
+delta-deltas. Inference never dithers (the torch front end dithers only in training); a VTLN warp (test-time
+search, compute_features(warp=)) reads the log-mel channels at warped frequencies as asr.features.vtlp_positions does.
+CMVN is inside the exported encoder graph. Computed in float64, returned as float32.
 """
 
 from __future__ import annotations
@@ -75,23 +76,50 @@ def hz_to_mel(f: np.ndarray | float) -> np.ndarray:
     return 1127.0 * np.log1p(np.asarray(f, dtype=np.float64) / 700.0)
 
 
-def kaldi_mel_matrix(n_mels: int, n_fft: int, sample_rate: int, low_freq: float, high_freq: float) -> np.ndarray:
-    """Kaldi mel filterbank (n_fft // 2 + 1, n_mels): power spectrum @ matrix = mel energies. Triangles are linear
-    in mel between n_mels + 2 equally spaced points; high_freq <= 0 means Nyquist + high_freq; the Nyquist bin gets
-    no weight (as in Kaldi)."""
+def mel_edges(n_mels: int, sample_rate: int, low_freq: float, high_freq: float) -> np.ndarray:
+    """The n_mels + 2 equally spaced mel points from low_freq to high_freq (<= 0 means Nyquist + high_freq):
+    filter i rises from edge i, peaks at edge i + 1 and falls to edge i + 2. (n_mels + 2,) float64."""
     nyquist = sample_rate / 2
     if high_freq <= 0:
         high_freq += nyquist
     if not (0 <= low_freq < nyquist and 0 < high_freq <= nyquist and low_freq < high_freq):
         raise ValueError(f"features: bad mel range low_freq={low_freq}, high_freq={high_freq} (Nyquist {nyquist})")
     lo, hi = hz_to_mel(low_freq), hz_to_mel(high_freq)
-    edges = lo + (hi - lo) * np.linspace(0.0, 1.0, n_mels + 2)  # (n_mels + 2,)
+    return lo + (hi - lo) * np.linspace(0.0, 1.0, n_mels + 2)
+
+
+def kaldi_mel_matrix(n_mels: int, n_fft: int, sample_rate: int, low_freq: float, high_freq: float) -> np.ndarray:
+    """Kaldi mel filterbank (n_fft // 2 + 1, n_mels): power spectrum @ matrix = mel energies. Triangles are linear
+    in mel between n_mels + 2 equally spaced points; the Nyquist bin gets no weight (as in Kaldi)."""
+    edges = mel_edges(n_mels, sample_rate, low_freq, high_freq)  # (n_mels + 2,)
     left, centre, right = edges[:-2, None], edges[1:-1, None], edges[2:, None]  # (n_mels, 1)
     bin_mel = hz_to_mel(np.arange(n_fft // 2) * sample_rate / n_fft)  # (n_fft // 2,)
     rising = (bin_mel - left) / (centre - left)
     falling = (right - bin_mel) / (right - centre)
     weights = np.maximum(np.minimum(rising, falling), 0.0)  # (n_mels, n_fft // 2)
     return np.concatenate([weights, np.zeros((n_mels, 1))], axis=1).T.copy()  # (n_fft // 2 + 1, n_mels)
+
+
+def vtln_positions(warp: float, n_mels: int, sample_rate: int, low_freq: float, high_freq: float) -> np.ndarray:
+    """Where each mel channel of an utterance warped by `warp` reads the unwarped one, as asr.features.vtlp_positions:
+    frequencies up to 0.8 * high * min(a, 1) / a map to a * f, a line above keeps the band edge put.
+    -> fractional channel indices (n_mels,) in [0, n_mels - 1]."""
+    edges = mel_edges(n_mels, sample_rate, low_freq, high_freq)
+    step = edges[1] - edges[0]
+    high = 700.0 * np.expm1(edges[-1] / 1127.0)  # Hz
+    f = 700.0 * np.expm1(edges[1:-1] / 1127.0)  # filter centres (n_mels,) Hz
+    knee_out = 0.8 * high * min(warp, 1.0)
+    knee_in = knee_out / warp
+    warped = np.where(f <= knee_in, warp * f, high - (high - knee_out) / (high - knee_in) * (high - f))
+    # float32 like the torch front end's positions, so both read the same neighbours
+    return np.clip((hz_to_mel(warped) - edges[1]) / step, 0, n_mels - 1).astype(np.float32)
+
+
+def warp_channels(feats: np.ndarray, positions: np.ndarray) -> np.ndarray:
+    """feats (frames, channels) -> feats read at fractional channel `positions` (channels,), linear interpolation."""
+    lo = np.minimum(np.floor(positions).astype(np.int64), feats.shape[1] - 2)  # (channels,)
+    frac = (positions - lo).astype(feats.dtype)
+    return feats[:, lo] + frac * (feats[:, lo + 1] - feats[:, lo])
 
 
 def dct_matrix(n_mels: int, n_ceps: int) -> np.ndarray:
@@ -119,7 +147,8 @@ class _Setup:
             raise ValueError(f"features: preemphasis must be in [0, 1], got {self.preemphasis}")
         self.remove_dc = bool(cfg["remove_dc"])
         self.window = kaldi_window(cfg["window"], self.win)  # (win,)
-        self.mel = kaldi_mel_matrix(self.n_mels, self.n_fft, cfg["sample_rate"], cfg["low_freq"], cfg["high_freq"])
+        self.mel_range = (int(cfg["sample_rate"]), float(cfg["low_freq"]), float(cfg["high_freq"]))
+        self.mel = kaldi_mel_matrix(self.n_mels, self.n_fft, *self.mel_range)
         self.dim = self.n_mels
         if self.kind == "mfcc":
             self.n_mfcc, self.delta_window = int(cfg["n_mfcc"]), int(cfg["delta_window"])
@@ -188,9 +217,8 @@ def deltas(feats: np.ndarray, half_width: int) -> np.ndarray:
 def compute_features(wav: np.ndarray, cfg: dict, warp: float | None = None) -> np.ndarray:
     """A mono waveform (samples,) in [-1, 1] -> features (frames, dim) float32; (0, dim) when shorter than a window.
 
-    warp: VTLP/VTLN frequency warps are not in the runtime; anything but None or 1.0 raises ValueError."""
-    if warp is not None and warp != 1.0:
-        raise ValueError("features: frequency warps (VTLP/VTLN) are not in the runtime (use the torch model)")
+    warp: a VTLN factor (None or 1.0: none); the log-mel channels are then read at the warped frequencies, before the
+    DCT, as the torch front end does for test-time VTLN."""
     s = _setup(cfg)
     x = np.asarray(wav)
     if x.ndim != 1:
@@ -198,6 +226,8 @@ def compute_features(wav: np.ndarray, cfg: dict, warp: float | None = None) -> n
     # Round to float32 first, as the torch front end does, then work in float64.
     x = x.astype(np.float32, copy=False).astype(np.float64)
     logmel = _log_mel(x, s)  # (frames, n_mels)
+    if warp is not None and warp != 1.0 and logmel.shape[0]:
+        logmel = warp_channels(logmel, vtln_positions(float(warp), s.n_mels, *s.mel_range))
     if s.kind == "fbank":
         return logmel.astype(np.float32)
     ceps = logmel @ s.dct  # (frames, n_mfcc)
@@ -206,11 +236,11 @@ def compute_features(wav: np.ndarray, cfg: dict, warp: float | None = None) -> n
     return np.concatenate([ceps, d1, d2], axis=1).astype(np.float32)  # (frames, 3 * n_mfcc)
 
 
-def compute_batch(wavs: list[np.ndarray], cfg: dict) -> tuple[np.ndarray, np.ndarray]:
+def compute_batch(wavs: list[np.ndarray], cfg: dict, warp: float | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Waveforms [(samples_i,)] -> feats (batch, max_frames, dim) float32, frames past each length 0; lengths
-    (batch,) int64."""
+    (batch,) int64. warp: one VTLN factor for the whole batch (compute_features)."""
     dim = feature_dim(cfg)
-    per_utt = [compute_features(w, cfg) for w in wavs]
+    per_utt = [compute_features(w, cfg, warp) for w in wavs]
     lengths = np.array([f.shape[0] for f in per_utt], dtype=np.int64)
     feats = np.zeros((len(per_utt), int(lengths.max(initial=0)), dim), dtype=np.float32)
     for i, f in enumerate(per_utt):

@@ -9,8 +9,8 @@ Pipeline per batch: numpy features (asr.runtime.features) -> encoder graph (CMVN
 (asr.runtime.search: greedy, beam with joint CTC, CTC best path; nat-length, nat-max and mask-ctc where the folder has
 the NAT head) -> text (asr.runtime.tokens). Long recordings are cut at pauses (asr.segment, numpy only) into chunks
 of at most max_chunk_seconds, decoded in batches of similar length, and stitched. Beam search fuses the folder's
-token LM (exported with `asr export --lm`) when lm_weight > 0. Not here (yet): test-time VTLN warps, refused with an
-OptionsError.
+token LM (exported with `asr export --lm`) when lm_weight > 0. Test-time VTLN (vtln_warps) encodes and searches a batch
+once per warp and keeps each utterance's best hypothesis, as the torch path does.
 """
 
 from __future__ import annotations
@@ -77,8 +77,6 @@ class Runtime:
                 f"decoder {d}: not in the ONNX runtime (it has {', '.join(RUNTIME_DECODERS)}; use the torch model)"
             )
         check_heads(options, self.has_ctc, self.has_nat)
-        if options.vtln_warps and options.vtln_warps != (1.0,):
-            raise OptionsError("vtln_warps: test-time VTLN is not in the ONNX runtime (use the torch model)")
 
     # --- audio ------------------------------------------------------------------------------------------------------
 
@@ -133,8 +131,28 @@ class Runtime:
         return out
 
     def decode_batch(self, wavs: list[np.ndarray], o: DecodingOptions, align_times: bool = True) -> list:
-        feats, lengths = compute_batch(wavs, self.features_cfg)  # (batch, frames, dim), (batch,)
-        enc = self.model.encode(feats, lengths)
+        """One batch -> (tokens, score, token_times or None) each. With test-time VTLN (o.vtln_warps) the batch is
+        encoded and searched once per warp and each utterance keeps its best-scoring hypothesis, as asr.decoding does;
+        token times of attention hypotheses come from CTC alignment on the warp nearest 1.0."""
+        runs = []
+        for warp in o.warps:
+            feats, lengths = compute_batch(wavs, self.features_cfg, warp)  # (batch, frames, dim), (batch,)
+            enc = self.model.encode(feats, lengths)
+            runs.append((enc, self.search(enc, o)))
+        # max() keeps the first of equal scores: the earliest warp, as the torch path's stable sort does
+        hyps = [max((found[b] for _, found in runs), key=lambda h: h[1]) for b in range(len(wavs))]
+        enc = runs[min(range(len(runs)), key=lambda w: abs(o.warps[w] - 1.0))][0]
+        blank = self.ids["blank"]
+        if align_times and enc.ctc_log_probs is not None:  # attention hypotheses: token times by CTC alignment
+            for b, (tokens, score, times) in enumerate(hyps):
+                if times is None and tokens:
+                    spans = ctc_align(enc.ctc_log_probs[b], int(enc.lengths[b]), tokens, blank)
+                    if spans is not None:
+                        hyps[b] = (tokens, score, [(s * enc.frame_seconds, e * enc.frame_seconds) for s, e in spans])
+        return hyps
+
+    def search(self, enc, o: DecodingOptions) -> list:
+        """Encoder outputs of one batch -> the decoder's (tokens, score, token_times or None) for each utterance."""
         sos, eos, blank = self.ids["sos"], self.ids["eos"], self.ids["blank"]
         banned = (blank, self.ids["pad"], sos)
         if o.decoder == "ctc":
@@ -164,12 +182,6 @@ class Runtime:
                 lm_weight=o.lm_weight,
             )
             hyps = [(list(hs[0].tokens), float(hs[0].score), None) if hs else ([], float("-inf"), None) for hs in lists]
-        if align_times and enc.ctc_log_probs is not None:  # attention hypotheses: token times by CTC alignment
-            for b, (tokens, score, times) in enumerate(hyps):
-                if times is None and tokens:
-                    spans = ctc_align(enc.ctc_log_probs[b], int(enc.lengths[b]), tokens, blank)
-                    if spans is not None:
-                        hyps[b] = (tokens, score, [(s * enc.frame_seconds, e * enc.frame_seconds) for s, e in spans])
         return hyps
 
     def decode_nat(self, enc, o: DecodingOptions) -> list:
