@@ -3,17 +3,18 @@
     export(model_path, out_dir, int8=False) -> out_dir holding
         encoder.onnx       feats (batch, frames, dim) raw fbank/MFCC, lengths (batch,)
                            -> memory (batch, frames/4, d_model), memory_lengths (batch,),
-                              ctc_log_probs (batch, frames/4, vocab), cross_k / cross_v (layers, batch, heads, frames/4,
-                              d_head): every decoder layer's cross-attention keys/values, computed once per utterance
-        decoder_step.onnx  tokens (rows,), self_k / self_v (layers, rows, heads, t, d_head) of the t tokens fed so far,
-                           cross_k / cross_v (rows' utterances' entries), memory_lengths (rows,)
-                           -> log_probs (rows, vocab), new self_k / self_v (..., t + 1, d_head)
+                              ctc_log_probs (batch, frames/4, vocab), cross_k_i (batch, heads, d_head, frames/4) and
+                              cross_v_i (batch, heads, frames/4, d_head) for each decoder layer i: its cross-attention
+                              keys (transposed, see _attend) and values, computed once per utterance
+        decoder_step.onnx  tokens (rows,), self_k_i (rows, heads, d_head, t) / self_v_i (rows, heads, t, d_head) of the
+                           t tokens fed so far, cross_k_i / cross_v_i (rows' utterances' entries), memory_lengths
+                           -> log_probs (rows, vocab), new_self_k_i / new_self_v_i (t + 1 tokens)
         nat.onnx           (models with a trained NAT head) tokens (batch, n), lengths, memory, memory_lengths
                            -> log_probs (batch, n, vocab) of every position in one pass; the encoder graph then
                               also gives nat_length_logits (batch, nat_max_length + 1)
         lm_step.onnx       (export(..., lm=LM file), asr export --lm) one step of the token LM for shallow fusion:
-                           tokens (rows,), self_k / self_v (lm layers, rows, heads, t, d_head) -> log_probs (rows,
-                           vocab), new self_k / self_v
+                           tokens (rows,), self_k_i / self_v_i per LM layer (as the decoder's) -> log_probs (rows,
+                           vocab), new_self_k_i / new_self_v_i
         model.json         the model card: format version, precision, the model's config (features, decoding
                            defaults), tokenizer, special ids, parameter count, training data and the WER figures the
                            model file holds, and each graph's size and sha256 (the runtime refuses a changed file)
@@ -22,7 +23,9 @@ CMVN is inside the encoder graph (its statistics are weights); the features them
 (asr/runtime/features.py, numpy, matching asr/features.py). The graphs are traced with torch.onnx.export(dynamo=True)
 with dynamic batch, frame and token axes. The graph modules below re-state the network's forward passes with plain
 tensors in place of the Python-dict KV cache (an exported graph cannot hold a dict), using the network's own layers,
-so the arithmetic is the same as Recognizer.decode's.
+so the arithmetic is the same as Recognizer.decode's. Caches are one tensor per layer, not one stacked tensor: ONNX
+Runtime copies every slice of a stacked input, which cost about a third of a decoder step at beam sizes; and keys
+are stored transposed (_attend).
 
 --int8: onnxruntime's dynamic quantisation of the MatMul/Gemm weights (int8 weights, activations quantised on the fly).
 """
@@ -36,7 +39,6 @@ import warnings
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from asr.model.conformer import ConformerEncoder
@@ -46,7 +48,7 @@ from asr.recognizer import SUBSAMPLING, Recognizer, load_model
 
 log = logging.getLogger("asr")
 
-EXPORT_FORMAT = "asr-onnx/1"  # model.json's "format"; the runtime refuses other versions
+EXPORT_FORMAT = "asr-onnx/2"  # model.json's "format"; the runtime refuses others. /2: per-layer caches (/1 stacked)
 OPSET = 18
 GRAPHS = ("encoder.onnx", "decoder_step.onnx")
 CARD = "model.json"
@@ -71,15 +73,27 @@ def _merge(attn: MultiHeadAttention, y: Tensor) -> Tensor:
     return attn.out(y.transpose(1, 2).reshape(b, t, h * dh))
 
 
+def _attend(q: Tensor, k_t: Tensor, v: Tensor, mask: Tensor | None = None) -> Tensor:
+    """Attention of one query position: q (rows, heads, 1, d_head), keys stored transposed k_t (rows, heads, d_head,
+    t), v (rows, heads, t, d_head), mask (rows, 1, 1, t) True = attend -> (rows, heads, 1, d_head). What
+    scaled_dot_product_attention computes, but its ONNX form transposes the keys in every call: a copy of the whole
+    cache (and of the encoder keys) at each step. Keys kept as (d_head, t) need none."""
+    scores = (q * q.size(-1) ** -0.5) @ k_t  # (rows, heads, 1, t)
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    return scores.softmax(dim=-1) @ v
+
+
 def _cached_self_attention(
-    sa: MultiHeadAttention, h: Tensor, past_k: Tensor, past_v: Tensor
+    sa: MultiHeadAttention, h: Tensor, past_k_t: Tensor, past_v: Tensor
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """One new position's self-attention over the t cached ones and itself: h (rows, 1, d_model), past (rows, heads,
-    t, d_head) -> (output (rows, 1, d_model), keys, values (rows, heads, t + 1, d_head))."""
+    """One new position's self-attention over the t cached ones and itself: h (rows, 1, d_model), past keys (rows,
+    heads, d_head, t) and values (rows, heads, t, d_head) -> (output (rows, 1, d_model), keys (..., t + 1), values
+    (..., t + 1, d_head))."""
     k, v = sa.kv(h).chunk(2, dim=-1)
-    k = torch.cat([past_k, _heads(sa, k)], dim=2)
+    k_t = torch.cat([past_k_t, _heads(sa, k).transpose(2, 3)], dim=3)
     v = torch.cat([past_v, _heads(sa, v)], dim=2)
-    return _merge(sa, F.scaled_dot_product_attention(_heads(sa, sa.q(h)), k, v)), k, v
+    return _merge(sa, _attend(_heads(sa, sa.q(h)), k_t, v)), k_t, v
 
 
 class EncoderGraph(nn.Module):
@@ -105,9 +119,9 @@ class EncoderGraph(nn.Module):
         ks, vs = [], []
         for layer in self.net.decoder.layers:
             k, v = layer.cross_attn.kv(memory).chunk(2, dim=-1)
-            ks.append(_heads(layer.cross_attn, k))
-            vs.append(_heads(layer.cross_attn, v))
-        out = (memory, m_lengths, ctc, torch.stack(ks), torch.stack(vs))  # cross: (layers, batch, heads, frames/4, dh)
+            ks.append(_heads(layer.cross_attn, k).transpose(2, 3))  # (batch, heads, d_head, frames/4): see _attend
+            vs.append(_heads(layer.cross_attn, v))  # (batch, heads, frames/4, d_head)
+        out = (memory, m_lengths, ctc, *ks, *vs)
         if self.with_nat:  # the NAT head's length classifier reads only the memory: (batch, nat_max_length + 1)
             out += (self.net.nat_length_logits(memory, m_lengths),)
         return out
@@ -121,12 +135,19 @@ class DecoderStepGraph(nn.Module):
         self.dec = rec.network.decoder
 
     def forward(
-        self, tokens: Tensor, self_k: Tensor, self_v: Tensor, cross_k: Tensor, cross_v: Tensor, memory_lengths: Tensor
-    ) -> tuple[Tensor, Tensor, Tensor]:
+        self,
+        tokens: Tensor,
+        self_k: list[Tensor],
+        self_v: list[Tensor],
+        cross_k: list[Tensor],
+        cross_v: list[Tensor],
+        memory_lengths: Tensor,
+    ) -> tuple[Tensor, ...]:
+        """-> log_probs (rows, vocab), then each layer's new self-attention keys, then its values."""
         dec = self.dec
         x = dec.embed(tokens)[:, None]  # (rows, 1, d_model)
-        x = x * dec.pos.scale + positions(self_k.size(3), 1, x.size(-1))  # after the t fed
-        memory_mask = padding_mask(memory_lengths, cross_k.size(3))[:, None, None, :]  # (rows, 1, 1, frames/4)
+        x = x * dec.pos.scale + positions(self_v[0].size(2), 1, x.size(-1))  # after the t fed
+        memory_mask = padding_mask(memory_lengths, cross_v[0].size(2))[:, None, None, :]  # (rows, 1, 1, frames/4)
         new_k, new_v = [], []
         for i, layer in enumerate(dec.layers):
             y, k, v = _cached_self_attention(layer.self_attn, layer.self_norm(x), self_k[i], self_v[i])
@@ -135,10 +156,10 @@ class DecoderStepGraph(nn.Module):
             new_v.append(v)
             ca = layer.cross_attn
             q = _heads(ca, ca.q(layer.cross_norm(x)))
-            x = x + _merge(ca, F.scaled_dot_product_attention(q, cross_k[i], cross_v[i], attn_mask=memory_mask))
+            x = x + _merge(ca, _attend(q, cross_k[i], cross_v[i], memory_mask))
             x = x + layer.ff(layer.ff_norm(x))
         logits = dec.out(dec.norm(x))[:, -1]  # (rows, vocab)
-        return logits.float().log_softmax(dim=-1), torch.stack(new_k), torch.stack(new_v)
+        return (logits.float().log_softmax(dim=-1), *new_k, *new_v)
 
 
 class NATGraph(nn.Module):
@@ -160,9 +181,10 @@ class LMStepGraph(nn.Module):
         super().__init__()
         self.lm = lm
 
-    def forward(self, tokens: Tensor, self_k: Tensor, self_v: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def forward(self, tokens: Tensor, self_k: list[Tensor], self_v: list[Tensor]) -> tuple[Tensor, ...]:
+        """-> log_probs (rows, vocab), then each layer's new keys, then its values."""
         lm = self.lm
-        x = lm.embed(tokens)[:, None] * lm.pos.scale + positions(self_k.size(3), 1, lm.cfg.d_model)  # (rows, 1, d)
+        x = lm.embed(tokens)[:, None] * lm.pos.scale + positions(self_v[0].size(2), 1, lm.cfg.d_model)  # (rows, 1, d)
         new_k, new_v = [], []
         for i, layer in enumerate(lm.layers):
             y, k, v = _cached_self_attention(layer.attn, layer.attn_norm(x), self_k[i], self_v[i])
@@ -171,13 +193,17 @@ class LMStepGraph(nn.Module):
             new_v.append(v)
             x = x + layer.ff(layer.ff_norm(x))
         logits = lm.out(lm.norm(x))[:, -1].float().masked_fill(lm.never, float("-inf"))  # (rows, vocab)
-        return logits.log_softmax(dim=-1), torch.stack(new_k), torch.stack(new_v)
+        return (logits.log_softmax(dim=-1), *new_k, *new_v)
 
 
 def _example_lm_inputs(lm: nn.Module, sos: int) -> tuple:
     c = lm.cfg
-    cache = (c.n_layers, 3, c.n_heads, 2, c.d_model // c.n_heads)
-    return torch.tensor([sos, sos, 7 % c.vocab_size]), torch.randn(cache), torch.randn(cache)
+    dh, layers = c.d_model // c.n_heads, range(c.n_layers)
+    return (
+        torch.tensor([sos, sos, 7 % c.vocab_size]),
+        [torch.randn(3, c.n_heads, dh, 2) for _ in layers],  # keys transposed: (rows, heads, d_head, t)
+        [torch.randn(3, c.n_heads, 2, dh) for _ in layers],
+    )
 
 
 def _example_inputs(rec: Recognizer) -> tuple[tuple, tuple]:
@@ -189,10 +215,10 @@ def _example_inputs(rec: Recognizer) -> tuple[tuple, tuple]:
     frames = int(Conv2dSubsampling.output_lengths(torch.tensor(61)))
     step = (
         torch.tensor([rec.tokenizer.sos, rec.tokenizer.sos, 7]),
-        torch.randn(layers, 3, heads, 2, dh),
-        torch.randn(layers, 3, heads, 2, dh),
-        torch.randn(layers, 3, heads, frames, dh),
-        torch.randn(layers, 3, heads, frames, dh),
+        [torch.randn(3, heads, dh, 2) for _ in range(layers)],  # keys transposed: (rows, heads, d_head, t)
+        [torch.randn(3, heads, 2, dh) for _ in range(layers)],
+        [torch.randn(3, heads, dh, frames) for _ in range(layers)],
+        [torch.randn(3, heads, frames, dh) for _ in range(layers)],
         torch.tensor([frames, frames - 3, frames - 1]),
     )
     return (feats, lengths), step
@@ -209,7 +235,12 @@ def _export(module: nn.Module, args: tuple, path: Path, names: tuple, dynamic: d
 
     dims = {name: Dim(name, min=1) for name in ("batch", "frames", "rows", "cached", "memory", "positions")}
     dims["cached"] = Dim("cached", min=0)
-    shapes = {arg: {axis: dims[d] for axis, d in axes.items()} for arg, axes in dynamic.items()}
+
+    def spec(axes: dict) -> dict:
+        return {axis: dims[d] for axis, d in axes.items()}
+
+    # a list argument (a per-layer cache) takes one spec per tensor
+    shapes = {arg: [spec(a) for a in axes] if isinstance(axes, list) else spec(axes) for arg, axes in dynamic.items()}
     with warnings.catch_warnings(), atomic_path(path, overwrite=True) as tmp:
         warnings.simplefilter("ignore")  # the exporter's deprecation and tracing chatter
         program = torch.onnx.export(
@@ -239,15 +270,27 @@ def strip_debug_info(path: Path) -> None:
     onnx.save(model, str(path))
 
 
-ENCODER_IO = (("feats", "lengths"), ("memory", "memory_lengths", "ctc_log_probs", "cross_k", "cross_v"))
 NAT_IO = (("tokens", "lengths", "memory", "memory_lengths"), ("log_probs",))
 NAT_GRAPH = "nat.onnx"  # written when the model has a trained NAT head
 LM_GRAPH = "lm_step.onnx"  # written with export(..., lm=...)
-LM_IO = (("tokens", "self_k", "self_v"), ("log_probs", "new_self_k", "new_self_v"))
-STEP_IO = (
-    ("tokens", "self_k", "self_v", "cross_k", "cross_v", "memory_lengths"),
-    ("log_probs", "new_self_k", "new_self_v"),
-)
+
+
+def per_layer(name: str, layers: int) -> tuple[str, ...]:
+    """name_0 .. name_{layers-1}: the graph inputs/outputs of a per-layer cache."""
+    return tuple(f"{name}_{i}" for i in range(layers))
+
+
+def encoder_io(layers: int, nat: bool) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    out = ("memory", "memory_lengths", "ctc_log_probs", *per_layer("cross_k", layers), *per_layer("cross_v", layers))
+    return ("feats", "lengths"), out + (("nat_length_logits",) if nat else ())
+
+
+def step_io(layers: int, cross: bool = True) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The decoder step's (cross=True) or the LM step's input and output names, in forward's argument order."""
+    inputs = ("tokens", *per_layer("self_k", layers), *per_layer("self_v", layers))
+    if cross:
+        inputs += (*per_layer("cross_k", layers), *per_layer("cross_v", layers), "memory_lengths")
+    return inputs, ("log_probs", *per_layer("new_self_k", layers), *per_layer("new_self_v", layers))
 
 
 def export(model_path: str | Path, out_dir: str | Path, int8: bool = False, lm: str | Path | None = None) -> Path:
@@ -269,28 +312,28 @@ def export(model_path: str | Path, out_dir: str | Path, int8: bool = False, lm: 
     check_outputs([out / name for name in (*graphs, CARD)])  # before the export, not after
     out.mkdir(parents=True, exist_ok=True)
     enc_args, step_args = _example_inputs(rec)
+    layers = rec.cfg.model.n_decoder_layers
     with torch.no_grad():
         _export(
             EncoderGraph(rec).eval(),
             enc_args,
             out / "encoder.onnx",
-            (ENCODER_IO[0], ENCODER_IO[1] + (("nat_length_logits",) if rec.has_nat else ())),
+            encoder_io(layers, rec.has_nat),
             {"feats": {0: "batch", 1: "frames"}, "lengths": {0: "batch"}},
         )
         rows = {0: "rows"}
-        cache = {1: "rows", 3: "cached"}
-        memory = {1: "rows", 3: "memory"}
+        keys, values = [{0: "rows", 3: "cached"}] * layers, [{0: "rows", 2: "cached"}] * layers  # per layer
         _export(
             DecoderStepGraph(rec).eval(),
             step_args,
             out / "decoder_step.onnx",
-            STEP_IO,
+            step_io(layers),
             {
                 "tokens": rows,
-                "self_k": cache,
-                "self_v": cache,
-                "cross_k": memory,
-                "cross_v": memory,
+                "self_k": keys,
+                "self_v": values,
+                "cross_k": [{0: "rows", 3: "memory"}] * layers,
+                "cross_v": [{0: "rows", 2: "memory"}] * layers,
                 "memory_lengths": rows,
             },
         )
@@ -309,13 +352,14 @@ def export(model_path: str | Path, out_dir: str | Path, int8: bool = False, lm: 
                 },
             )
         if language_model is not None:
-            cache = {1: "rows", 3: "cached"}
+            lm_layers = language_model.cfg.n_layers
+            keys, values = [{0: "rows", 3: "cached"}] * lm_layers, [{0: "rows", 2: "cached"}] * lm_layers
             _export(
                 LMStepGraph(language_model).eval(),
                 _example_lm_inputs(language_model, rec.tokenizer.sos),
                 out / LM_GRAPH,
-                LM_IO,
-                {"tokens": {0: "rows"}, "self_k": cache, "self_v": cache},
+                step_io(lm_layers, cross=False),
+                {"tokens": {0: "rows"}, "self_k": keys, "self_v": values},
             )
     if int8:
         for name in graphs:

@@ -345,12 +345,13 @@ def test_damaged_or_foreign_folders_are_refused_naming_the_file(exported, tmp_pa
     with pytest.raises(ExportError, match=r"tampered/encoder\.onnx: differs from the file exported"):
         OnnxModel(tampered)
 
-    newer = _copy(exported, tmp_path / "newer")
-    card = json.loads((newer / "model.json").read_text())
-    card["format"] = "asr-onnx/2"
-    (newer / "model.json").write_text(json.dumps(card))
-    with pytest.raises(ExportError, match=r"newer/model\.json: export format 'asr-onnx/2'.*newer toolkit"):
-        OnnxModel(newer)
+    for name, version, advice in [("newer", 3, "newer toolkit"), ("older", 1, "export the model file again")]:
+        other = _copy(exported, tmp_path / name)
+        card = json.loads((other / "model.json").read_text())
+        card["format"] = f"asr-onnx/{version}"
+        (other / "model.json").write_text(json.dumps(card))
+        with pytest.raises(ExportError, match=rf"{name}/model\.json: export format 'asr-onnx/{version}'.*{advice}"):
+            OnnxModel(other)
 
     with pytest.raises(ExportError, match=r"not an export folder"):
         OnnxModel(tmp_path / "nowhere")

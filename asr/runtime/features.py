@@ -184,19 +184,28 @@ def _log_mel(x: np.ndarray, s: _Setup) -> np.ndarray:
     out = np.empty((n_frames, s.n_mels))
     if n_frames == 0:
         return out
-    frames_view = np.lib.stride_tricks.sliding_window_view(x, s.win)[:: s.hop][:n_frames]  # (frames, win), no copy
     c = s.preemphasis
+    # Kaldi pre-emphasises each frame after removing its mean m: y[j] = (x[j] - m) - c (x[j-1] - m) for j >= 1, and
+    # y[0] = (1 - c)(x[0] - m). That is the frame of the once pre-emphasised signal e[n] = x[n] - c x[n-1] minus
+    # (1 - c) m, except sample 0: so the signal is pre-emphasised once (frames overlap 2.5x), as asr.features does.
+    emph = np.empty_like(x)
+    emph[1:] = x[1:] - c * x[:-1]
+    emph[0] = x[0]  # overwritten below: every frame's sample 0 is patched
+    frames_view = np.lib.stride_tricks.sliding_window_view(emph, s.win)[:: s.hop][:n_frames]  # (frames, win), no copy
+    starts = np.arange(n_frames) * s.hop
+    if s.remove_dc:
+        total = np.concatenate([[0.0], np.cumsum(x)])
+        mean = (total[starts + s.win] - total[starts]) / s.win  # (frames,) each frame's mean, from one cumsum
+    else:
+        mean = np.zeros(n_frames)
     for start in range(0, n_frames, CHUNK_FRAMES):
-        frames = frames_view[start : start + CHUNK_FRAMES]  # (n, win)
-        if s.remove_dc:
-            frames = frames - frames.mean(axis=1, keepdims=True)
-        # Kaldi pre-emphasises within each frame: y[j] = x[j] - c x[j-1], and y[0] = (1 - c) x[0].
-        emph = np.empty_like(frames)
-        emph[:, 1:] = frames[:, 1:] - c * frames[:, :-1]
-        emph[:, 0] = (1.0 - c) * frames[:, 0]
-        spectrum = np.fft.rfft(emph * s.window, n=s.n_fft)  # zero-padded to n_fft: (n, n_fft // 2 + 1)
+        end = min(start + CHUNK_FRAMES, n_frames)
+        m = mean[start:end, None]  # (n, 1)
+        frames = (frames_view[start:end] - (1.0 - c) * m) * s.window  # (n, win) pre-emphasised, DC off, windowed
+        frames[:, 0] = (1.0 - c) * (x[starts[start:end]] - m[:, 0]) * s.window[0]
+        spectrum = np.fft.rfft(frames, n=s.n_fft)  # zero-padded to n_fft: (n, n_fft // 2 + 1)
         power = spectrum.real**2 + spectrum.imag**2
-        np.log(np.maximum(power @ s.mel, FLOAT32_EPS), out=out[start : start + len(frames)])
+        np.log(np.maximum(power @ s.mel, FLOAT32_EPS), out=out[start:end])
     return out
 
 

@@ -3,7 +3,7 @@
     OnnxModel(folder, threads=0)
         .card                                  model.json (config, tokenizer, dims, ...), checked
         .encode(feats (B, T, dim), lengths)    -> Encoded: memory_lengths (B,), ctc_log_probs (B, T/4, V), the
-                                                  decoder's cross-attention keys/values (layers, B, heads, T/4, dh)
+                                                  decoder's cross-attention keys/values, per layer
         .steps(encoded)                        -> DecoderSteps, the StepNetwork the searches (asr.runtime.search) drive
         .nat(encoded)                          -> NATHead, the NATNetwork of the NAT searches (models exported with one)
         .lm_steps()                            -> LMSteps, the token LM's StepNetwork for shallow fusion (folders
@@ -24,7 +24,7 @@ import numpy as np
 
 from asr.outputs import sha256_file
 
-EXPORT_FORMAT = "asr-onnx/1"  # what asr.export writes (kept in step with it: tests/test_export.py)
+EXPORT_FORMAT = "asr-onnx/2"  # what asr.export writes (kept in step with it: tests/test_export.py)
 CARD = "model.json"
 GRAPHS = ("encoder.onnx", "decoder_step.onnx")
 NAT_GRAPH = "nat.onnx"  # present when the model has a trained NAT head (card: has_nat)
@@ -49,10 +49,7 @@ def read_card(folder: str | Path) -> dict:
         raise ExportError(f"{path}: not a readable model card ({e})") from None
     if not isinstance(card, dict) or card.get("format") != EXPORT_FORMAT:
         found = card.get("format") if isinstance(card, dict) else None
-        raise ExportError(
-            f"{path}: export format {found!r}, but this runtime reads {EXPORT_FORMAT!r}"
-            + (" (a newer toolkit wrote it: upgrade the runtime)" if isinstance(found, str) else "")
-        )
+        raise ExportError(f"{path}: export format {found!r}, but this runtime reads {EXPORT_FORMAT!r}{_which(found)}")
     for key in ("config", "tokenizer", "special_ids", "dims", "files"):
         if key not in card:
             raise ExportError(f"{path}: damaged model card (no {key!r})")
@@ -74,6 +71,16 @@ def read_card(folder: str | Path) -> dict:
     return card
 
 
+def _which(found: object) -> str:
+    """Advice for a card of another format version: newer -> upgrade; older -> export the model file again."""
+    prefix, _, version = str(found).rpartition("/")
+    if not (isinstance(found, str) and prefix == "asr-onnx" and version.isdigit()):
+        return ""
+    if int(version) > int(EXPORT_FORMAT.rpartition("/")[2]):
+        return " (a newer toolkit wrote it: upgrade the runtime)"
+    return " (an older asr export wrote it: export the model file again with asr export)"
+
+
 def graphs_of(card: dict) -> tuple[str, ...]:
     return GRAPHS + ((NAT_GRAPH,) if card.get("has_nat") else ()) + ((LM_GRAPH,) if card.get("lm") else ())
 
@@ -85,22 +92,35 @@ class Encoded:
     memory: np.ndarray  # (B, T', d_model)
     lengths: np.ndarray  # (B,) int64 valid encoder frames
     ctc_log_probs: np.ndarray | None  # (B, T', V); None when the model's CTC head was never trained
-    cross_k: np.ndarray  # (layers, B, heads, T', d_head)
-    cross_v: np.ndarray
+    cross_k: list[np.ndarray]  # per decoder layer (B, heads, d_head, T'): keys transposed (asr.export._attend)
+    cross_v: list[np.ndarray]  # per decoder layer (B, heads, T', d_head)
     frame_seconds: float
     nat_length_logits: np.ndarray | None = None  # (B, nat_max_length + 1) when the folder has the NAT head
 
 
+def _cache_feeds(name: str, tensors: list[np.ndarray]) -> dict[str, np.ndarray]:
+    return {f"{name}_{i}": a for i, a in enumerate(tensors)}
+
+
+def _empty_cache(dims: dict, rows: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """A per-layer cache of no tokens: keys layers x (rows, heads, d_head, 0) (stored transposed), values layers x
+    (rows, heads, 0, d_head)."""
+    layers, heads, dh = dims["layers"], dims["heads"], dims["d_head"]
+    keys = [np.zeros((rows, heads, dh, 0), dtype=np.float32) for _ in range(layers)]
+    return keys, [np.zeros((rows, heads, 0, dh), dtype=np.float32) for _ in range(layers)]
+
+
 @dataclass
 class StepState:
-    """Decoder state of R hypothesis rows: the keys/values of the tokens fed so far, and their utterances' encoder
-    keys/values (repeated per row: beam rows of one utterance share them, but ORT wants one row each)."""
+    """Decoder state of R hypothesis rows: per layer, the keys/values of the tokens fed so far, and their utterances'
+    encoder keys/values (repeated per row: beam rows of one utterance share them, but ORT wants one row each)."""
 
-    self_k: np.ndarray  # (layers, R, heads, t, d_head)
-    self_v: np.ndarray
-    cross_k: np.ndarray  # (layers, R, heads, T', d_head)
-    cross_v: np.ndarray
+    self_k: list[np.ndarray]  # per layer (R, heads, d_head, t): keys stored transposed (asr.export._attend)
+    self_v: list[np.ndarray]  # per layer (R, heads, t, d_head)
+    cross_k: list[np.ndarray]  # per layer (R, heads, d_head, T')
+    cross_v: list[np.ndarray]  # per layer (R, heads, T', d_head)
     memory_lengths: np.ndarray  # (R,)
+    utts: np.ndarray  # (R,) the utterance (in the encoded batch) of each row
 
 
 class DecoderSteps:
@@ -110,35 +130,41 @@ class DecoderSteps:
         self.session, self.encoded, self.dims = session, encoded, dims
 
     def start(self, rows: np.ndarray) -> StepState:
-        e, d = self.encoded, self.dims
-        empty = np.zeros((d["layers"], len(rows), d["heads"], 0, d["d_head"]), dtype=np.float32)
-        return StepState(empty, empty, e.cross_k[:, rows], e.cross_v[:, rows], e.lengths[rows])
+        e, (keys, values) = self.encoded, _empty_cache(self.dims, len(rows))
+        cross_k, cross_v = [a[rows] for a in e.cross_k], [a[rows] for a in e.cross_v]
+        return StepState(keys, values, cross_k, cross_v, e.lengths[rows], np.asarray(rows))
 
     def step(self, tokens: np.ndarray, state: StepState) -> tuple[np.ndarray, StepState]:
+        s, layers = state, self.dims["layers"]
         feeds = {
             "tokens": np.asarray(tokens, dtype=np.int64),
-            "self_k": state.self_k,
-            "self_v": state.self_v,
-            "cross_k": state.cross_k,
-            "cross_v": state.cross_v,
-            "memory_lengths": state.memory_lengths,
+            **_cache_feeds("self_k", s.self_k),
+            **_cache_feeds("self_v", s.self_v),
+            **_cache_feeds("cross_k", s.cross_k),
+            **_cache_feeds("cross_v", s.cross_v),
+            "memory_lengths": s.memory_lengths,
         }
-        log_probs, k, v = self.session.run(None, feeds)
-        return log_probs, StepState(k, v, state.cross_k, state.cross_v, state.memory_lengths)
+        log_probs, *cache = self.session.run(None, feeds)
+        return log_probs, StepState(cache[:layers], cache[layers:], s.cross_k, s.cross_v, s.memory_lengths, s.utts)
 
     def select(self, state: StepState, rows: np.ndarray) -> StepState:
         s = state
-        return StepState(
-            s.self_k[:, rows], s.self_v[:, rows], s.cross_k[:, rows], s.cross_v[:, rows], s.memory_lengths[rows]
-        )
+        self_k, self_v = [a[rows] for a in s.self_k], [a[rows] for a in s.self_v]
+        utts = s.utts[rows]
+        if np.array_equal(utts, s.utts):
+            # Beam search reorders rows within each utterance at every step: the encoder keys/values of the rows
+            # are then the same arrays, and copying them (the largest part of the state) would be wasted.
+            return StepState(self_k, self_v, s.cross_k, s.cross_v, s.memory_lengths, s.utts)
+        cross_k, cross_v = [a[rows] for a in s.cross_k], [a[rows] for a in s.cross_v]
+        return StepState(self_k, self_v, cross_k, cross_v, s.memory_lengths[rows], utts)
 
 
 @dataclass
 class LMState:
-    """Token LM state of R hypothesis rows: the keys/values of the tokens fed so far."""
+    """Token LM state of R hypothesis rows: per LM layer, the keys/values of the tokens fed so far."""
 
-    self_k: np.ndarray  # (lm layers, R, heads, t, d_head)
-    self_v: np.ndarray
+    self_k: list[np.ndarray]  # per layer (R, heads, d_head, t), as the decoder's
+    self_v: list[np.ndarray]  # per layer (R, heads, t, d_head)
 
 
 class LMSteps:
@@ -148,17 +174,20 @@ class LMSteps:
         self.session, self.dims = session, dims
 
     def start(self, rows: np.ndarray) -> LMState:
-        d = self.dims
-        empty = np.zeros((d["layers"], len(rows), d["heads"], 0, d["d_head"]), dtype=np.float32)
-        return LMState(empty, empty)
+        return LMState(*_empty_cache(self.dims, len(rows)))
 
     def step(self, tokens: np.ndarray, state: LMState) -> tuple[np.ndarray, LMState]:
-        feeds = {"tokens": np.asarray(tokens, dtype=np.int64), "self_k": state.self_k, "self_v": state.self_v}
-        log_probs, k, v = self.session.run(None, feeds)
-        return log_probs, LMState(k, v)
+        feeds = {
+            "tokens": np.asarray(tokens, dtype=np.int64),
+            **_cache_feeds("self_k", state.self_k),
+            **_cache_feeds("self_v", state.self_v),
+        }
+        log_probs, *cache = self.session.run(None, feeds)
+        layers = self.dims["layers"]
+        return log_probs, LMState(cache[:layers], cache[layers:])
 
     def select(self, state: LMState, rows: np.ndarray) -> LMState:
-        return LMState(state.self_k[:, rows], state.self_v[:, rows])
+        return LMState([a[rows] for a in state.self_k], [a[rows] for a in state.self_v])
 
 
 class NATHead:
@@ -212,11 +241,13 @@ class OnnxModel:
 
     def encode(self, feats: np.ndarray, lengths: np.ndarray) -> Encoded:
         """feats (B, T, dim) float32 (raw features: CMVN is in the graph), lengths (B,) -> Encoded."""
-        memory, m_lengths, ctc, ck, cv, *nat = self.sessions["encoder.onnx"].run(
+        memory, m_lengths, ctc, *rest = self.sessions["encoder.onnx"].run(
             None, {"feats": np.ascontiguousarray(feats, dtype=np.float32), "lengths": lengths.astype(np.int64)}
         )
+        layers = self.dims["layers"]
+        cross_k, cross_v, nat = rest[:layers], rest[layers : 2 * layers], rest[2 * layers :]
         ctc = ctc if self.card["has_ctc"] else None
-        return Encoded(memory, m_lengths, ctc, ck, cv, self.frame_seconds, nat[0] if nat else None)
+        return Encoded(memory, m_lengths, ctc, cross_k, cross_v, self.frame_seconds, nat[0] if nat else None)
 
     def steps(self, encoded: Encoded) -> DecoderSteps:
         return DecoderSteps(self.sessions["decoder_step.onnx"], encoded, self.dims)

@@ -218,15 +218,21 @@ def _weighted(weight: float, scores: np.ndarray) -> np.ndarray:
     return scores if weight == 1 else scores * np.float32(weight)
 
 
+def _pick(x: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """x (rows, m), idx (rows, j) -> x[r, idx[r, i]] (rows, j): np.take_along_axis on axis 1, without its Python
+    overhead (several times the gather itself at beam sizes, where it runs ~10 times a step)."""
+    return x[np.arange(x.shape[0])[:, None], idx]
+
+
 def _topk(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """The k largest of each row (rows, m), best first: (values, indices)."""
     if k < x.shape[1]:
         part = np.argpartition(-x, k - 1, axis=1)[:, :k]
     else:
         part = np.broadcast_to(np.arange(x.shape[1]), x.shape)
-    vals = np.take_along_axis(x, part, axis=1)
+    vals = _pick(x, part)
     order = np.argsort(-vals, axis=1, kind="stable")
-    return np.take_along_axis(vals, order, axis=1), np.take_along_axis(part, order, axis=1)
+    return _pick(vals, order), _pick(part, order)
 
 
 def beam_search(
@@ -293,9 +299,9 @@ def beam_search(
             psi, r = ctc.score(ctc_state, candidates)
             with np.errstate(invalid="ignore"):  # -inf - -inf: replaced below
                 delta = np.where(np.isfinite(ctc_state.score)[:, None], psi - ctc_state.score[:, None], NEG_INF)
-            joint = np.take_along_axis(total, candidates, axis=1) + _weighted(ctc_weight, delta.astype(np.float32))
+            joint = _pick(total, candidates) + _weighted(ctc_weight, delta.astype(np.float32))
             total = np.full_like(total, NEG_INF)
-            np.put_along_axis(total, candidates, joint, axis=1)
+            total[np.arange(total.shape[0])[:, None], candidates] = joint
         if lm is not None:  # over the whole vocabulary, after the CTC pre-beam (as the torch search adds it)
             lm_logp, lm_state = _log_probs(lm, tokens[:, -1], lm_state)
             total = total + _weighted(lm_weight, lm_logp)
@@ -314,11 +320,9 @@ def beam_search(
 
         # Continue with the k best non-<eos> extensions (<eos> ones sort last).
         order = np.argsort(is_eos * (2 * k) + ranks[:m], axis=1, kind="stable")[:, :k]
-        scores = np.where(
-            np.take_along_axis(is_eos, order, 1), np.float32(NEG_INF), np.take_along_axis(top_scores, order, 1)
-        )
-        rows = (np.arange(n)[:, None] * k + np.take_along_axis(src_beam, order, 1)).reshape(-1)
-        new_tokens = np.take_along_axis(top_tok, order, 1).reshape(-1)
+        scores = np.where(_pick(is_eos, order), np.float32(NEG_INF), _pick(top_scores, order))
+        rows = (np.arange(n)[:, None] * k + _pick(src_beam, order)).reshape(-1)
+        new_tokens = _pick(top_tok, order).reshape(-1)
         tokens = np.concatenate([tokens[rows], new_tokens[:, None]], axis=1)
         state = net.select(state, rows)
         if lm is not None:
