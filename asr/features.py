@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from asr.config import FeatureConfig, SpecAugmentConfig
+from asr.mel_bands import mel_bands
 
 FLOAT32_EPS = torch.finfo(torch.float32).eps  # Kaldi's floor on mel energies before the log
 
@@ -100,39 +101,6 @@ def kaldi_mel_matrix(n_mels: int, n_fft: int, sample_rate: int, low_freq: float,
     return F.pad(weights, (0, 1)).T.contiguous()  # + Nyquist column -> (n_fft // 2 + 1, n_mels)
 
 
-def mel_bands(mel: Tensor, cost_per_matmul: int = 1024) -> list[tuple[int, int, int, int]]:
-    """Split the filters into contiguous groups, each applied as one matmul over only the bins it touches.
-
-    Returns (first_filter, end_filter, first_bin, end_bin) per group. Filters are sorted by frequency, so a group's
-    bins are one range. Groups are chosen by dynamic programming to minimise the multiply-adds per frame plus a
-    fixed cost per matmul (call overhead, less efficient small GEMMs), measured in multiply-adds.
-    """
-    n_mels = mel.shape[1]
-    lo, hi = [], []  # nonzero bin range [lo, hi) of each filter
-    for m in range(n_mels):
-        nonzero = torch.nonzero(mel[:, m] > 0).flatten().tolist()
-        # A filter narrower than an FFT bin can catch none (e.g. many mels, low_freq 0): its output is log(eps),
-        # as in Kaldi. Any range gives that; use bin 0.
-        lo.append(nonzero[0] if nonzero else 0)
-        hi.append(nonzero[-1] + 1 if nonzero else 1)
-    best = [0.0] + [math.inf] * n_mels  # best[j]: cheapest cover of filters [0, j)
-    split = [0] * (n_mels + 1)  # best[j] ends with the group [split[j], j)
-    bounds = {}
-    for j in range(1, n_mels + 1):
-        band_lo, band_hi = lo[j - 1], hi[j - 1]
-        for i in range(j - 1, -1, -1):  # group [i, j), grown downwards
-            band_lo, band_hi = min(band_lo, lo[i]), max(band_hi, hi[i])
-            cost = best[i] + (j - i) * (band_hi - band_lo) + cost_per_matmul
-            if cost < best[j]:
-                best[j], split[j], bounds[j] = cost, i, (band_lo, band_hi)
-    groups = []
-    j = n_mels
-    while j > 0:
-        groups.append((split[j], j, *bounds[j]))
-        j = split[j]
-    return groups[::-1]
-
-
 def dct_matrix(n_mels: int, n_ceps: int) -> Tensor:
     """Orthonormal DCT-II as a (n_mels, n_ceps) matrix (scipy/librosa norm='ortho'), c0 included."""
     m = torch.arange(n_mels, dtype=torch.float64)
@@ -163,7 +131,7 @@ class Fbank(nn.Module):
         if not 0.0 <= cfg.preemphasis <= 1.0:
             raise ValueError(f"features: preemphasis must be in [0, 1], got {cfg.preemphasis}")
         mel = kaldi_mel_matrix(cfg.n_mels, cfg.n_fft, cfg.sample_rate, cfg.low_freq, cfg.high_freq)
-        self.bands = mel_bands(mel)
+        self.bands = mel_bands(mel.numpy())
         # Only bins [bin_lo, bin_hi) carry weight; the power spectrum is computed for those alone.
         self.bin_lo = min(b[2] for b in self.bands)
         self.bin_hi = max(b[3] for b in self.bands)

@@ -21,6 +21,8 @@ from typing import Any
 
 import numpy as np
 
+from asr.mel_bands import mel_bands
+
 FLOAT32_EPS = float(np.finfo(np.float32).eps)  # Kaldi's floor on mel energies before the log
 CHUNK_FRAMES = 2048  # frames per FFT pass: bounds the float64 temporaries (~8 MB) for long recordings
 
@@ -148,7 +150,9 @@ class _Setup:
         self.remove_dc = bool(cfg["remove_dc"])
         self.window = kaldi_window(cfg["window"], self.win)  # (win,)
         self.mel_range = (int(cfg["sample_rate"]), float(cfg["low_freq"]), float(cfg["high_freq"]))
-        self.mel = kaldi_mel_matrix(self.n_mels, self.n_fft, *self.mel_range)
+        mel = kaldi_mel_matrix(self.n_mels, self.n_fft, *self.mel_range)
+        # (first_filter, end_filter, mel rows of the bins it touches (bins, filters)) per band, as asr.features
+        self.bands = [(m0, m1, b0, b1, mel[b0:b1, m0:m1].copy()) for m0, m1, b0, b1 in mel_bands(mel)]
         self.dim = self.n_mels
         if self.kind == "mfcc":
             self.n_mfcc, self.delta_window = int(cfg["n_mfcc"]), int(cfg["delta_window"])
@@ -205,7 +209,10 @@ def _log_mel(x: np.ndarray, s: _Setup) -> np.ndarray:
         frames[:, 0] = (1.0 - c) * (x[starts[start:end]] - m[:, 0]) * s.window[0]
         spectrum = np.fft.rfft(frames, n=s.n_fft)  # zero-padded to n_fft: (n, n_fft // 2 + 1)
         power = spectrum.real**2 + spectrum.imag**2
-        np.log(np.maximum(power @ s.mel, FLOAT32_EPS), out=out[start:end])
+        mel = out[start:end]  # (n, n_mels): each band's energies, then their log, in place
+        for m0, m1, b0, b1, weights in s.bands:
+            np.matmul(power[:, b0:b1], weights, out=mel[:, m0:m1])
+        np.log(np.maximum(mel, FLOAT32_EPS), out=mel)
     return out
 
 
