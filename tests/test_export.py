@@ -285,6 +285,24 @@ def test_runtime_transcribes_without_torch(tone_model, exported, test_files):
     assert [d["text"] for d in lines] == [t.text for t in want]
 
 
+def test_runtime_cli_does_test_time_vtln_as_torch(tone_model, exported, test_files, capsys):
+    from asr.runtime.__main__ import main as runtime_main
+
+    warps = (0.9, 1.0, 1.1)
+    want = load_model(tone_model).transcribe(test_files[:4], decoder="beam", beam_size=3, vtln_warps=warps)
+    args = ["--model", str(exported), "--beam-size", "3", "--format", "json", "--threads", "1", *test_files[:4]]
+    assert runtime_main([*args, "--vtln-warps", "0.9,1,1.1"]) == 0
+    got = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [d["text"] for d in got] == [t.text for t in want]
+    assert [s["score"] for d in got for s in d["segments"]] == pytest.approx(
+        [s.score for t in want for s in t.segments], abs=1e-3
+    )
+    assert runtime_main([*args, "--vtln-warps", "0.9,x"]) == 2
+    assert "--vtln-warps must be comma-separated numbers" in capsys.readouterr().err
+    assert runtime_main([*args, "--vtln-warps", "3"]) == 2
+    assert "vtln_warps must be warp factors" in capsys.readouterr().err
+
+
 def test_int8_folder_is_smaller_and_transcribes(tone_model, exported, test_files, tmp_path):
     from asr.runtime import Runtime
 
