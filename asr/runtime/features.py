@@ -78,6 +78,11 @@ def hz_to_mel(f: np.ndarray | float) -> np.ndarray:
     return 1127.0 * np.log1p(np.asarray(f, dtype=np.float64) / 700.0)
 
 
+def mel_to_hz(m: np.ndarray | float) -> np.ndarray:
+    """The inverse of hz_to_mel."""
+    return 700.0 * np.expm1(np.asarray(m, dtype=np.float64) / 1127.0)
+
+
 def mel_edges(n_mels: int, sample_rate: int, low_freq: float, high_freq: float) -> np.ndarray:
     """The n_mels + 2 equally spaced mel points from low_freq to high_freq (<= 0 means Nyquist + high_freq):
     filter i rises from edge i, peaks at edge i + 1 and falls to edge i + 2. (n_mels + 2,) float64."""
@@ -108,8 +113,8 @@ def vtln_positions(warp: float, n_mels: int, sample_rate: int, low_freq: float, 
     -> fractional channel indices (n_mels,) in [0, n_mels - 1]."""
     edges = mel_edges(n_mels, sample_rate, low_freq, high_freq)
     step = edges[1] - edges[0]
-    high = 700.0 * np.expm1(edges[-1] / 1127.0)  # Hz
-    f = 700.0 * np.expm1(edges[1:-1] / 1127.0)  # filter centres (n_mels,) Hz
+    high = mel_to_hz(edges[-1])  # Hz
+    f = mel_to_hz(edges[1:-1])  # filter centres (n_mels,) Hz
     knee_out = 0.8 * high * min(warp, 1.0)
     knee_in = knee_out / warp
     warped = np.where(f <= knee_in, warp * f, high - (high - knee_out) / (high - knee_in) * (high - f))
