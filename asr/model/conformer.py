@@ -89,7 +89,18 @@ class ConvModule(nn.Module):
     def forward(self, x: Tensor, valid: Tensor) -> Tensor:
         """valid (batch, T, 1): 1 at real frames, 0 at padding."""
         x = F.glu(self.pointwise_in(x), dim=-1) * valid  # (batch, T, d); padding zeroed before it is convolved
-        x = self.depthwise(x.transpose(1, 2)).transpose(1, 2)
+        # As a (k, 1) conv2d: the same weights and sums, but oneDNN's 2-D depthwise kernel; its 1-D path was 3x
+        # slower forward and backward on the CPU (21 against 6.5 ms for a 27 x 55-frame batch at 1 thread), an
+        # eighth of a Conformer layer's step.
+        conv = self.depthwise
+        y = F.conv2d(
+            x.transpose(1, 2)[..., None],
+            conv.weight[..., None],
+            conv.bias,
+            padding=(conv.padding[0], 0),
+            groups=conv.groups,
+        )  # (batch, d, T, 1)
+        x = y[..., 0].transpose(1, 2)  # (batch, T, d)
         return self.dropout(self.pointwise_out(F.silu(self.norm(x))))
 
 

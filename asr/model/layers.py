@@ -36,7 +36,9 @@ class Dropout(nn.Module):
         rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,))))
         raw = rng.bit_generator.random_raw((n + 7) // 8).view(np.uint8)[:n].reshape(x.shape)
         keep = torch.from_numpy(raw) >= round(self.p * 256)
-        return torch.where(keep, x, 0.0).mul_(1.0 / (1.0 - self.p))
+        # x * (mask / (1 - p)): the same values as where(keep, x, 0) / (1 - p), and half the time forward and
+        # backward (a mul's backward is one mul; where's builds a zeros tensor and selects again)
+        return x * keep.to(x.dtype).mul_(1.0 / (1.0 - self.p))
 
     def extra_repr(self) -> str:
         return f"p={self.p}"
