@@ -120,3 +120,17 @@ def test_conformer_exports_and_the_runtime_gives_torch_hypotheses(conformer_mode
     for g, w in zip(got, want):
         for gs, ws in zip(g.segments, w.segments, strict=True):
             assert gs.score == pytest.approx(ws.score, abs=1e-3)
+
+
+def test_conv_module_is_the_depthwise_conv1d_it_stores():
+    """ConvModule runs its depthwise nn.Conv1d's weights as a (k, 1) conv2d (faster on the CPU): same output."""
+    from asr.model.conformer import ConvModule
+
+    torch.manual_seed(0)
+    conv = ConvModule(16, 5, 0.0).eval()
+    x, valid = torch.randn(3, 9, 16), torch.ones(3, 9, 1)
+    got = conv(x, valid)
+    h = torch.nn.functional.glu(conv.pointwise_in(x), dim=-1)
+    h = conv.depthwise(h.transpose(1, 2)).transpose(1, 2)  # the module's own Conv1d
+    want = conv.pointwise_out(torch.nn.functional.silu(conv.norm(h)))
+    assert torch.allclose(got, want, atol=1e-5)

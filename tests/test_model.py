@@ -164,3 +164,20 @@ def test_batched_beam_search_equals_each_utterance_alone_and_folded_cross_attent
     folded, w = attn(x, source, mask, kv_cache={}, cross=True, need_weights=True)
     repeated, w_rep = attn(x, source.repeat_interleave(3, 0), mask.repeat_interleave(3, 0), need_weights=True)
     assert torch.allclose(folded, repeated, atol=1e-6) and torch.allclose(w, w_rep, atol=1e-6)
+
+
+def test_dropout_zeroes_a_share_p_and_scales_the_rest():
+    from asr.model.layers import Dropout
+
+    torch.manual_seed(0)
+    drop = Dropout(0.25).train()
+    x = torch.rand(200, 300) + 1.0  # no zeros of its own
+    y = drop(x)
+    kept = y != 0
+    assert abs(1 - kept.float().mean().item() - 0.25) < 0.01
+    assert torch.allclose(y[kept], x[kept] / 0.75)
+    x.requires_grad_(True)
+    drop(x).sum().backward()  # the gradient is the same mask and scale
+    g = x.grad
+    assert torch.all((g == 0) | torch.isclose(g, torch.tensor(1 / 0.75)))
+    assert torch.equal(drop.eval()(x), x)
