@@ -100,6 +100,10 @@ class LossConfig:
     scheduled_sampling_ramp: int = 5
     nat_weight: float = 0.0  # weight of the non-autoregressive head's loss (needs model.nat_decoder_layers > 0)
     nat_length_weight: float = 0.1  # weight of its length classifier's loss
+    # Speaker-adversarial training (asr/model/losses.py SpeakerAdversary): a speaker classifier on the encoder
+    # frames behind a gradient reversal, weighted this much; speakers are the training manifest's "speaker" field
+    # (utterances without one are left out of it). 0 = off. Training only: model files are unchanged.
+    speaker_adversarial_weight: float = 0.0
 
 
 @dataclass

@@ -4,7 +4,8 @@
 
 Per batch: waveforms -> rooms and noise (training only) -> features (on the training device) -> CMVN -> SpecAugment
 (training only) -> encoder -> decoder under teacher forcing (input <sos> y1..yn, target y1..yn <eos>) ->
-label-smoothed cross-entropy. Options: joint CTC, guided attention on the cross-attention, scheduled sampling, speed
+label-smoothed cross-entropy. Options: joint CTC, guided attention on the cross-attention, scheduled sampling,
+speaker-adversarial training (a speaker classifier on the encoder frames behind a gradient reversal), speed
 perturbation (in the data path), simulated rooms and noise (asr/augment.py) and VTLP (a random frequency warp per
 utterance, inside the feature extractor).
 Adam with a linear warmup, then inverse square-root decay (Noam) or linear decay to zero at the end of the training
@@ -53,6 +54,7 @@ from asr.decoding.search import max_output_lengths
 from asr.features import CMVNStats, SpecAugment
 from asr.metrics import error_rates
 from asr.model import ctc_loss, guided_attention_loss, label_smoothed_nll
+from asr.model.losses import SpeakerAdversary
 from asr.model_file import ZIP_MAGIC, describe
 from asr.outputs import OutputError, atomic_open, check_output
 from asr.recognizer import Recognizer, pad_waveforms, save_model
@@ -185,9 +187,25 @@ def teacher_forcing_targets(tokens: Tensor, lengths: Tensor, sos: int, eos: int,
 
 
 class ASRModule(L.LightningModule):
-    def __init__(self, cfg: Config, recognizer: Recognizer):
+    """The training objective around a Recognizer. `train_speakers`: the training utterances' speakers, in dataset
+    order ("" where a manifest line has none), for loss.speaker_adversarial_weight."""
+
+    def __init__(self, cfg: Config, recognizer: Recognizer, train_speakers: list[str] | None = None):
         super().__init__()
         self.cfg, self.model = cfg, recognizer
+        self.speaker_adversary = None
+        if cfg.loss.speaker_adversarial_weight > 0:
+            names = sorted({s for s in train_speakers or [] if s})
+            if len(names) < 2:
+                raise ValueError(
+                    "loss.speaker_adversarial_weight needs at least two speakers in the training manifest's "
+                    f"'speaker' field, found {len(names)}"
+                )
+            index = {name: i for i, name in enumerate(names)}
+            # (train utterances,) class id of each, -1 where unknown; rebuilt from the manifest on --resume
+            ids = torch.tensor([index.get(s, -1) for s in train_speakers], dtype=torch.long)
+            self.register_buffer("speaker_ids", ids, persistent=False)
+            self.speaker_adversary = SpeakerAdversary(cfg.model.d_model, len(names))
         self.specaug = SpecAugment(cfg.specaug, cfg.features.dim)
         d = cfg.data
         self.wave_augment = WaveformAugment(cfg.features.sample_rate, d.reverb_rt60, d.reverb_prob, d.noise_snr)
@@ -258,6 +276,11 @@ class ASRModule(L.LightningModule):
             ).mean()
             loss = loss + self._guided_weight() * ga
             stats["guided_attn_loss"] = ga
+        if self.training and self.speaker_adversary is not None:  # batch.indices: positions in the train set
+            speakers = self.speaker_ids[batch.indices.to(self.speaker_ids.device)]
+            adv, acc = self.speaker_adversary(memory, memory_lengths, speakers)
+            loss = loss + lc.speaker_adversarial_weight * adv
+            stats.update(speaker_adv_loss=adv, speaker_acc=acc)
         return loss, memory, memory_lengths, stats
 
     def _nat_losses(self, batch: Batch, memory: Tensor, memory_lengths: Tensor) -> tuple[Tensor, Tensor]:
@@ -432,7 +455,9 @@ class ASRModule(L.LightningModule):
 
     def configure_optimizers(self):
         t = self.cfg.train
-        params = list(self.model.parameters())
+        params = list(self.model.parameters())  # the model's first: old checkpoints' optimizer states still fit
+        if self.speaker_adversary is not None:
+            params += list(self.speaker_adversary.parameters())
         opt = torch.optim.Adam(params, lr=t.peak_lr, betas=(0.9, 0.98), eps=1e-9, weight_decay=t.weight_decay)
         if t.lr_schedule == "noam":
             schedule = noam_lambda(t.warmup_steps)
@@ -746,7 +771,7 @@ def train(cfg: Config, resume: bool = False, extra_callbacks: tuple = ()) -> Pat
         n_params / 1e6,
     )
 
-    module = ASRModule(cfg, recognizer)
+    module = ASRModule(cfg, recognizer, [str(u.extra.get("speaker", "")) for u in train_utts])
     data = ASRDataModule(cfg, tokenizer, train_utts, dev_utts)
     n_avg = t.average_checkpoints if t.average_checkpoints > 1 else 0
     if t.average_by not in ("best", "last"):

@@ -398,3 +398,78 @@ def test_budget_schedule_follows_the_wall_clock_budget(tone_corpus, tmp_path):
     after = lrs[lrs.index(peak) :]
     assert all(b <= a for a, b in zip(after, after[1:]))  # falls steadily after the warmup ...
     assert after[-1] < 0.15 * peak  # ... and is nearly spent when the budget ends
+
+
+def test_reverse_gradient_is_identity_forward_and_negated_backward():
+    from asr.model.losses import reverse_gradient
+
+    x = torch.randn(3, 4, requires_grad=True)
+    y = reverse_gradient(x, 0.5)
+    assert torch.equal(y, x)
+    (y * torch.arange(4.0)).sum().backward()
+    assert torch.equal(x.grad, -0.5 * torch.arange(4.0).expand(3, 4))
+
+
+def test_speaker_adversary_scores_real_frames_of_known_speakers_only():
+    from asr.model.losses import SpeakerAdversary
+
+    torch.manual_seed(0)
+    adversary = SpeakerAdversary(8, 3)
+    memory = torch.randn(3, 5, 8)
+    lengths, speakers = torch.tensor([5, 2, 4]), torch.tensor([2, 0, -1])  # the third speaker unknown
+    loss, acc = adversary(memory, lengths, speakers)
+    logits = adversary.net(memory)
+    frames = torch.cat([logits[0, :5], logits[1, :2]])  # padding and the unknown speaker left out
+    targets = torch.tensor([2] * 5 + [0] * 2)
+    assert torch.allclose(loss, torch.nn.functional.cross_entropy(frames, targets))
+    assert torch.allclose(acc, (frames.argmax(-1) == targets).float().mean())
+    none, _ = adversary(memory, lengths, torch.tensor([-1, -1, -1]))
+    assert none.item() == 0.0 and not none.isnan()
+
+
+def test_speaker_adversarial_loss_trains_the_classifier_and_pushes_the_encoder_away():
+    from asr.recognizer import Recognizer
+    from asr.training import ASRModule
+
+    cfg = Config()
+    cfg.model.d_model, cfg.model.d_ff, cfg.model.n_encoder_layers, cfg.model.n_decoder_layers = 32, 64, 1, 1
+    cfg.model.conv_channels, cfg.specaug.enabled, cfg.loss.guided_attn_weight = 8, False, 0.0
+    cfg.loss.speaker_adversarial_weight = 0.3
+    torch.manual_seed(0)
+    module = ASRModule(cfg, Recognizer(cfg, CharTokenizer.build(["abc"])), ["bob", "", "amy"])
+    assert torch.equal(module.speaker_ids, torch.tensor([1, -1, 0]))  # sorted names; "" is unknown
+    assert not any(k.startswith("speaker") for k in module.model.state_dict())  # not in the model file
+    tok = module.model.tokenizer
+    batch = collate(
+        [
+            (2, torch.randn(8000) * 0.1, torch.tensor(tok.encode("ab"))),
+            (0, torch.randn(6000) * 0.1, torch.tensor(tok.encode("c"))),
+        ],
+        tok.pad,
+    )
+    module.train()
+    torch.manual_seed(1)
+    loss, memory, lengths, stats = module._forward(batch)
+    adv, _ = module.speaker_adversary(memory, lengths, torch.tensor([0, 1]))
+    assert torch.allclose(stats["speaker_adv_loss"], adv)
+    asr_loss = loss - 0.3 * stats["speaker_adv_loss"]
+    assert torch.allclose(asr_loss, 0.7 * stats["att_loss"] + 0.3 * stats["ctc_loss"])
+    # The classifier descends its loss; the encoder gets the reversed gradient of it.
+    head = module.speaker_adversary.net[0].weight
+    enc = next(module.model.network.encoder.parameters())
+    g_head, g_enc = torch.autograd.grad(adv, [head, enc], retain_graph=True)
+    logits = module.speaker_adversary.net(memory).transpose(1, 2)  # the same classifier without the reversal
+    targets = torch.tensor([0, 1])[:, None].expand(2, memory.shape[1])
+    targets = torch.where(torch.arange(memory.shape[1]) < lengths[:, None], targets, -100)
+    (g_plain,) = torch.autograd.grad(torch.nn.functional.cross_entropy(logits, targets), [enc], retain_graph=True)
+    assert g_enc.abs().sum() > 0 and torch.allclose(g_enc, -g_plain, atol=1e-7)
+    torch.manual_seed(1)
+    module.zero_grad()
+    module._forward(batch)[0].backward()
+    assert torch.allclose(head.grad, 0.3 * g_head, atol=1e-6)
+    params = module.configure_optimizers()["optimizer"].param_groups[0]["params"]
+    assert any(p is head for p in params)
+    module.eval()
+    assert "speaker_adv_loss" not in module._forward(batch)[3]  # training only
+    with pytest.raises(ValueError, match="at least two speakers"):
+        ASRModule(cfg, Recognizer(cfg, CharTokenizer.build(["abc"])), ["bob", "bob", ""])

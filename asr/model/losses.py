@@ -3,13 +3,15 @@
 label_smoothed_nll(logits (batch, n, vocab), targets (batch, n), pad) -> scalar mean over real tokens
 ctc_loss(logits (batch, frames, vocab), frame lengths, targets (batch, n), target lengths) -> scalar
 guided_attention_loss(weights (batch, heads, n, frames), token lengths, frame lengths, sigma) -> scalar
+SpeakerAdversary(d_model, n_speakers)(memory (batch, frames, d_model), frame lengths, speaker ids (batch,))
+    -> (scalar cross-entropy of a speaker classifier behind a gradient reversal, its frame accuracy)
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 
 def label_smoothed_nll(logits: Tensor, targets: Tensor, pad: int, smoothing: float = 0.1) -> Tensor:
@@ -55,3 +57,45 @@ def guided_attention_loss(
     w = guided_attention_penalty(out_lengths, in_lengths, weights.size(2), weights.size(3), sigma)
     per_token = (weights.float() * w[:, None]).sum(-1)  # (batch, heads, n)
     return per_token.sum() / (out_lengths.sum().clamp(min=1) * weights.size(1))
+
+
+class _ReverseGradient(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: Tensor, scale: float) -> Tensor:
+        ctx.scale = scale
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:
+        return -ctx.scale * grad, None
+
+
+def reverse_gradient(x: Tensor, scale: float = 1.0) -> Tensor:
+    """Identity forward; backward multiplies the gradient by -scale (Ganin & Lempitsky 2015)."""
+    return _ReverseGradient.apply(x, scale)
+
+
+class SpeakerAdversary(nn.Module):
+    """A speaker classifier on every encoder frame, behind a gradient reversal: domain-adversarial training
+    (Ganin & Lempitsky 2015) with speakers as the domains, as in speaker-invariant training (Meng et al. 2018).
+    The classifier learns to tell the training speakers apart; the reversed gradient pushes the encoder to make
+    that impossible, i.e. to drop what identifies a voice. Frames, not an utterance mean, because a new voice
+    misleads the decoder frame by frame. Training only: the model file does not carry it."""
+
+    def __init__(self, d_model: int, n_speakers: int):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(d_model, d_model), nn.ReLU(), nn.Linear(d_model, n_speakers))
+
+    def forward(self, memory: Tensor, lengths: Tensor, speakers: Tensor) -> tuple[Tensor, Tensor]:
+        """memory (batch, frames, d_model), lengths (batch,), speakers (batch,) class ids, -1 for unknown ->
+        (mean cross-entropy over the real frames of known speakers, their frame accuracy)."""
+        logits = self.net(reverse_gradient(memory)).float()  # (batch, frames, n_speakers)
+        frames = torch.arange(memory.shape[1], device=memory.device)
+        valid = (frames[None, :] < lengths.to(memory.device)[:, None]) & (speakers[:, None] >= 0)
+        if not valid.any():  # no frame of a known speaker: no loss (cross_entropy would give NaN)
+            zero = logits.sum() * 0.0
+            return zero, zero.detach()
+        targets = torch.where(valid, speakers[:, None].expand_as(valid), -100)  # (batch, frames)
+        loss = F.cross_entropy(logits.transpose(1, 2), targets, ignore_index=-100)
+        accuracy = (logits.argmax(-1) == targets)[valid].float().mean()
+        return loss, accuracy.detach()
