@@ -394,7 +394,9 @@ def test_budget_schedule_follows_the_wall_clock_budget(tone_corpus, tmp_path):
     metrics = sorted((tmp_path / "logs").glob("version_*"))[-1] / "metrics.csv"
     lrs = [float(r["lr"]) for r in csv.DictReader(open(metrics)) if r.get("lr")]
     peak = max(lrs)
-    assert peak == pytest.approx(2e-3, rel=0.1)
+    # At the warmup's end the rate is peak_lr times the budget left: near 1 on an idle CPU, less on a loaded one
+    # (the 5 warmup steps took a fifth of the 15 s beside a training run).
+    assert 0.5 * 2e-3 < peak <= 2e-3 * 1.001
     after = lrs[lrs.index(peak) :]
     assert all(b <= a for a, b in zip(after, after[1:]))  # falls steadily after the warmup ...
     assert after[-1] < 0.15 * peak  # ... and is nearly spent when the budget ends
