@@ -340,6 +340,7 @@ PREPARE_OPTIONS = (
     "texts",
     "copies",
     "spell_letters",
+    "rest",
 )
 
 
@@ -586,6 +587,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         default=None,
         help="tts: single-letter words are spelled letters (AN4): make eSpeak say their names",
+    )
+    pr.add_argument(
+        "--rest",
+        action="store_true",
+        default=None,
+        help="digits: take the utterances that are not only digit words instead, into train (band-limited the same "
+        "way: extra speakers for an FSDD model, disjoint from the digit test set)",
     )
     pr.add_argument("--held-out-speakers", nargs="*", help="fsdd: speakers kept out of train/dev (test only)")
     pr.add_argument(

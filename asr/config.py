@@ -108,7 +108,7 @@ class LossConfig:
 
 @dataclass
 class DataConfig:
-    train_manifest: str = ""
+    train_manifest: str = ""  # JSONL; several joined by commas are read as one (e.g. another corpus's speakers)
     dev_manifest: str = ""
     test_manifest: str = ""
     max_frames_per_batch: int = 20000  # total padded 10 ms frames per batch (length-bucketed)

@@ -497,6 +497,15 @@ def test_cli_prepare_digits_keeps_digit_words_and_cuts_above_4k(tmp_path, capsys
     assert spectrum[np.abs(freqs - 1000) < 20].max() > 100 * spectrum[np.abs(freqs - 6000) < 20].max()
     assert main(["prepare", "digits", "--out", str(tmp_path / "o2")]) == 2
     assert "needs --texts" in capsys.readouterr().err
+    # --rest: the utterances that are not only digit words, band-limited the same way, as training data
+    assert main(["prepare", "digits", "--texts", str(manifest), "--out", str(tmp_path / "rest"), "--rest"]) == 0
+    assert "train: 2 utterances" in capsys.readouterr().out
+    rest = read_manifest(tmp_path / "rest" / "train.jsonl")
+    assert [u.text for u in rest] == ["x i sixty one", "four oh three"]
+    assert not (tmp_path / "rest" / "test.jsonl").exists()
+    wav, _ = sf.read(rest[0].audio_filepath)
+    spectrum = np.abs(np.fft.rfft(wav[2000:-2000]))
+    assert spectrum[np.abs(freqs - 1000) < 20].max() > 100 * spectrum[np.abs(freqs - 6000) < 20].max()
 
 
 def test_registry_is_complete():

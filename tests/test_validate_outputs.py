@@ -136,6 +136,25 @@ def test_training_start_up_names_the_manifest_line_of_bad_audio(tmp_path, caplog
     assert any(msg.startswith(f"{m}:3: warning: duration 2.5 s") for msg in caplog.messages)
 
 
+def test_load_split_reads_several_comma_separated_manifests_as_one(tmp_path, caplog):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    _wav(tmp_path / "a" / "x.wav", 1.0)
+    _wav(tmp_path / "b" / "x.wav", 1.0)  # same name, other folder: each manifest's relative paths are its own
+    a = _lines(tmp_path / "a" / "train.jsonl", {"audio_filepath": "x.wav", "duration": 1.0, "text": "first"})
+    b = _lines(
+        tmp_path / "b" / "train.jsonl",
+        {"audio_filepath": "x.wav", "duration": 1.0, "text": "second", "speaker": "s2"},
+        {"audio_filepath": "gone.wav", "duration": 1.0, "text": "lost"},
+    )
+    with caplog.at_level(logging.WARNING, logger="asr"):
+        kept = load_split(f"{a},{b}")
+    assert [u.text for u in kept] == ["first", "second"]
+    assert [Path(u.audio_filepath).parent.name for u in kept] == ["a", "b"]
+    assert kept[1].extra["speaker"] == "s2"
+    assert any(msg.startswith(f"skipping {b}:2: ") for msg in caplog.messages)  # names the manifest it came from
+
+
 def test_evaluate_names_the_manifest_line_of_unreadable_audio(tone_model, tone_corpus, tmp_path, capsys, caplog):
     utts = [json.loads(x) for x in Path(tone_corpus["test"]).read_text().splitlines()[:3]]
     for u in utts:

@@ -107,13 +107,15 @@ def _prepare_tts(
     return stats_of(prepare_tts(texts, out_dir, copies=copies, seed=seed, spell_letters=spell_letters))
 
 
-def _prepare_digits(data_dir: str | Path | None, out_dir: str | Path, texts: str | None = None) -> PrepareResult:
+def _prepare_digits(
+    data_dir: str | Path | None, out_dir: str | Path, texts: str | None = None, rest: bool = False
+) -> PrepareResult:
     from asr.data.common import stats_of
     from asr.data.fsdd import digit_subset
 
     if not texts:
         raise ValueError("asr prepare digits needs --texts MANIFEST (the manifest whose digit-only utterances to take)")
-    return stats_of({"test": digit_subset(texts, out_dir)})
+    return stats_of({"train" if rest else "test": digit_subset(texts, out_dir, rest=rest)})
 
 
 def _prepare_mini_librispeech(data_dir: str | Path, out_dir: str | Path) -> PrepareResult:
@@ -242,9 +244,10 @@ CORPORA: dict[str, Corpus] = {
         Corpus(
             "digits",
             "the utterances of a manifest (--texts) spoken only in FSDD's digit words, band-limited to 4 kHz like FSDD",
-            "all into test: a cross-corpus test set for an FSDD model (e.g. --texts data/an4/train.jsonl)",
+            "all into test: a cross-corpus test set for an FSDD model (e.g. --texts data/an4/train.jsonl); --rest: "
+            "the other utterances, band-limited the same way, into train (more speakers for an FSDD model)",
             "asr.data.corpora:_prepare_digits",
-            options={"texts": "texts"},
+            options={"texts": "texts", "rest": "rest"},
             needs_data_dir=False,
         ),
         Corpus(

@@ -96,10 +96,11 @@ def load_split(
     manifest: str, max_duration: float = float("inf"), check_audio: bool = True, min_frames: int = 400
 ) -> list[Utterance]:
     """Read a manifest and drop (and report) utterances that cannot be used: missing or unreadable audio, shorter
-    than one analysis window, longer than `max_duration`, or with an empty transcript."""
+    than one analysis window, longer than `max_duration`, or with an empty transcript. Several manifests joined by
+    commas ("a.jsonl,b.jsonl") are read as one, in that order: multi-corpus training without a merged copy."""
     from asr.data.validate import audio_problems
 
-    utts = read_manifest(manifest)
+    utts = [u for part in manifest.split(",") if part.strip() for u in read_manifest(part.strip())]
     kept, skipped = [], []
     for u in utts:
         if u.duration > max_duration:

@@ -184,12 +184,19 @@ def prepare_fsdd(src_dir: str | Path, out_dir: str | Path, cfg: FSDDConfig | Non
 
 
 def digit_subset(
-    manifest: str | Path, out_dir: str | Path, band_limit_hz: int = 4000, sample_rate: int = 16000
+    manifest: str | Path,
+    out_dir: str | Path,
+    band_limit_hz: int = 4000,
+    sample_rate: int = 16000,
+    rest: bool = False,
 ) -> Path:
     """The utterances of `manifest` whose transcripts are only FSDD's ten digit words, band-limited to
     `band_limit_hz` the way FSDD's 8 kHz recordings are (down to 2 * band_limit_hz and back up to `sample_rate`):
     a cross-corpus test set for an FSDD model. Writes `out_dir/test.jsonl` (+ wavs) and returns its path; an
-    unreadable file is logged and skipped. "oh" for zero is not an FSDD word, so its utterances are left out."""
+    unreadable file is logged and skipped. "oh" for zero is not an FSDD word, so its utterances are left out.
+
+    `rest`: the other utterances instead (any word but only digit words), band-limited the same way, into
+    `out_dir/train.jsonl`: more speakers to train an FSDD model on, none of them an utterance of the test set."""
     from asr.audio import resample
     from asr.data.manifest import read_manifest
 
@@ -201,7 +208,7 @@ def digit_subset(
     utts = []
     for utt in read_manifest(manifest):
         spoken = set(utt.text.split())
-        if not spoken or not spoken <= words:
+        if rest == bool(spoken and spoken <= words):
             continue
         try:
             wav = load_audio(utt.audio_filepath, sample_rate)
@@ -212,8 +219,10 @@ def digit_subset(
         path = out / "wavs" / f"{utt.id}.wav"
         write_audio(path, wav, sample_rate)
         utts.append(Utterance(str(path), wav.numel() / sample_rate, utt.text, dict(utt.extra)))
+    which = "not only digit words" if rest else "digit-only"
     if not utts:
-        raise ValueError(f"{manifest}: no utterance is made only of the digit words {' '.join(DIGITS)}")
-    write_manifest(out / "test.jsonl", utts)
-    log.info("%s: %d digit-only utterances of %s, band-limited to %d Hz", out, len(utts), manifest, band_limit_hz)
-    return out / "test.jsonl"
+        raise ValueError(f"{manifest}: no usable utterance is {which} ({' '.join(DIGITS)})")
+    split = out / ("train.jsonl" if rest else "test.jsonl")
+    write_manifest(split, utts)
+    log.info("%s: %d utterances of %s (%s), band-limited to %d Hz", out, len(utts), manifest, which, band_limit_hz)
+    return split

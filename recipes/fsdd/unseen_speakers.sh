@@ -4,6 +4,7 @@
 #   MINUTES=10 bash recipes/fsdd/unseen_speakers.sh [config overrides]     (FSDD_DIR defaults to ../shared/data/fsdd)
 # SPEAKERS="george lucas" picks held-out speakers; OUT=exp/fsdd_unseen_vtlp keeps a variant's models and table apart;
 # TTS=N adds N eSpeak NG copies of every training transcript, in random synthetic voices (`corpus` extra).
+# EXTRA=data/an4_rest4k/train.jsonl adds another corpus's training manifest (more speakers; see README.md).
 # CONNECTED=0.5 joins that share of the training utterances as connected speech (`asr prepare fsdd --connected`).
 # Each model is also decoded with test-time VTLN over VTLN_WARPS (5 searches; VTLN_WARPS= skips it).
 set -euo pipefail
@@ -14,6 +15,7 @@ SPEAKERS=${SPEAKERS:-"george jackson lucas nicolas yweweler"}
 OUT=${OUT:-exp/fsdd_unseen}
 TTS=${TTS:-0}
 CONNECTED=${CONNECTED:-0}
+EXTRA=${EXTRA:-}
 VTLN_WARPS=${VTLN_WARPS-0.92,0.96,1,1.04,1.08}
 table=$OUT/results.md
 mkdir -p $OUT
@@ -28,6 +30,7 @@ for spk in $SPEAKERS; do
         $ASR prepare tts --texts $train --out ${data}_tts$TTS --copies $TTS
         train=${data}_tts$TTS/mixed.jsonl  # the real recordings + the synthetic copies
     fi
+    if [ -n "$EXTRA" ]; then train=$train,$EXTRA; fi  # read as one manifest
     $ASR train --config recipes/fsdd/conf.yaml train.out_dir=$OUT/$spk train.max_minutes=$MINUTES \
         data.train_manifest=$train data.dev_manifest=$data/dev.jsonl \
         data.test_manifest=$data/test.jsonl train.progress_bar=false "$@"
