@@ -142,6 +142,9 @@ class TrainConfig:
     checkpoint_every_n_steps: int = 200  # also save last.ckpt mid-epoch, so --resume loses little work
     average_checkpoints: int = 5  # average the weights of N checkpoints into the model file (0/1 = off) ...
     average_by: str = "best"  # ... the N best by validation WER, or the "last" N epochs
+    # > 0: keep an exponential moving average of the weights (e.g. 0.999, updated every step); validation and the
+    # model file use it, training goes on from the raw weights. 0 = off.
+    ema_decay: float = 0.0
     attention_plots: int = 3  # cross-attention maps of this many dev utterances, saved each epoch (0 = off)
     log_every_n_steps: int = 20
     logger: str = "csv"  # csv | tensorboard

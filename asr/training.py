@@ -11,7 +11,8 @@ utterance, inside the feature extractor).
 Adam with a linear warmup, then inverse square-root decay (Noam) or linear decay to zero at the end of the training
 budget (`train.lr_schedule: budget`: epochs or wall-clock minutes, whichever runs out first), gradient clipping,
 validation loss and greedy WER every epoch, attention plots, best-k and last checkpoints (last.ckpt also every N
-steps, so `--resume` continues mid-epoch), checkpoint averaging into the final model, any Lightning strategy (DDP).
+steps, so `--resume` continues mid-epoch), checkpoint averaging into the final model, an exponential moving average
+of the weights (`train.ema_decay`: validated and exported instead of the raw weights), any Lightning strategy (DDP).
 
 Faults: checkpoints are written atomically (AtomicCheckpointIO: a temporary file beside the target, renamed over it),
 so a kill or a full disk leaves the previous checkpoint whole; `--resume` falls back to the newest readable
@@ -186,6 +187,15 @@ def teacher_forcing_targets(tokens: Tensor, lengths: Tensor, sos: int, eos: int,
     return ys_in, ys_out
 
 
+def ema_update(ema: list[Tensor], params: list[Tensor], decay: float, step: int) -> None:
+    """One step of the weights' moving average, in place: ema = d * ema + (1 - d) * params. d ramps up as
+    (1 + step) / (10 + step) to `decay`, so the first steps' weights (near the random start) fade fast."""
+    d = min(decay, (1 + step) / (10 + step))
+    with torch.no_grad():
+        for e, p in zip(ema, params):
+            e.lerp_(p.detach(), 1.0 - d)
+
+
 class ASRModule(L.LightningModule):
     """The training objective around a Recognizer. `train_speakers`: the training utterances' speakers, in dataset
     order ("" where a manifest line has none), for loss.speaker_adversarial_weight."""
@@ -218,6 +228,12 @@ class ASRModule(L.LightningModule):
             )
         if lc.inter_ctc_layers and lc.ctc_weight <= 0:
             raise ValueError("loss.inter_ctc_layers needs the CTC loss on: set loss.ctc_weight > 0")
+        if not 0 <= cfg.train.ema_decay < 1:
+            raise ValueError(f"train.ema_decay must be in [0, 1) (0 = off), got {cfg.train.ema_decay}")
+        # train.ema_decay: the average of each model parameter (set up when fit starts, or from the checkpoint),
+        # and the raw weights put aside while validation runs on the average.
+        self.ema: list[Tensor] | None = None
+        self._raw: list[Tensor] | None = None
         self._val_counts: list[Tensor] = []
         self._last_step_time: float | None = None
 
@@ -365,6 +381,32 @@ class ASRModule(L.LightningModule):
     def on_train_epoch_start(self) -> None:
         self._last_step_time = None
 
+    def on_fit_start(self) -> None:
+        if self.cfg.train.ema_decay > 0 and self.ema is None:  # not restored from a checkpoint: start at the weights
+            self.ema = [p.detach().clone() for p in self.model.parameters()]
+
+    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
+        super().optimizer_step(*args, **kwargs)
+        # Here rather than in on_train_batch_end: a mid-epoch last.ckpt (a callback's on_train_batch_end, which
+        # runs first) then holds the average of the same step as the weights, so --resume continues it exactly.
+        if self.ema is not None:
+            ema_update(self.ema, list(self.model.parameters()), self.cfg.train.ema_decay, self.trainer.global_step)
+
+    def on_validation_epoch_start(self) -> None:
+        if self.ema is not None:  # validate (and rank checkpoints by) the average the model file will hold
+            params = list(self.model.parameters())
+            self._raw = [p.detach().clone() for p in params]
+            with torch.no_grad():
+                for p, e in zip(params, self.ema):
+                    p.copy_(e)
+
+    def _restore_raw_weights(self) -> None:
+        if self._raw is not None:
+            with torch.no_grad():
+                for p, r in zip(self.model.parameters(), self._raw):
+                    p.copy_(r)
+            self._raw = None
+
     def validation_step(self, batch: Batch | None, batch_idx: int) -> None:
         if batch is None:
             return
@@ -399,6 +441,8 @@ class ASRModule(L.LightningModule):
         self.log("val_cer", 100.0 * float(counts[2] / counts[3].clamp(min=1)))
         if self.cfg.train.attention_plots > 0 and self.trainer.is_global_zero and not self.trainer.sanity_checking:
             self._plot_attention()
+        # Before the checkpoint callbacks (on_validation_end) save: checkpoints hold the raw weights and the average.
+        self._restore_raw_weights()
 
     @torch.no_grad()
     def _plot_attention(self) -> None:
@@ -485,6 +529,19 @@ class ASRModule(L.LightningModule):
         # What `--resume` and the export need besides the weights (plain types: loads with weights_only=True).
         checkpoint["asr_tokenizer"] = self.model.tokenizer.to_dict()
         checkpoint["asr_config"] = self.cfg.to_dict()
+        if self.ema is not None:  # "ema.<name>" beside "model.<name>": what export_model reads
+            names = [n for n, _ in self.model.named_parameters()]
+            checkpoint["state_dict"].update({f"ema.{n}": e.detach().clone() for n, e in zip(names, self.ema)})
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        # Taken out before Lightning loads the state dict (strictly: it knows no "ema." keys). A checkpoint without
+        # them (an older run, or one without EMA) starts the average at its weights in on_fit_start.
+        state = checkpoint["state_dict"]
+        saved = {k[len("ema.") :]: state.pop(k) for k in [k for k in state if k.startswith("ema.")]}
+        if self.cfg.train.ema_decay > 0 and saved:
+            named = list(self.model.named_parameters())
+            if all(n in saved for n, _ in named):
+                self.ema = [saved[n].to(p.device, p.dtype).clone() for n, p in named]
 
 
 def compute_cmvn(recognizer: Recognizer, utts: list[Utterance], max_hours: float = 3.0, seed: int = 0) -> None:
@@ -880,8 +937,12 @@ def _dev_wer(recognizer: Recognizer, utts: list[Utterance]) -> float:
     return error_rates(refs, [t.text for t in found]).wer
 
 
-def _load_weights(recognizer: Recognizer, state: dict[str, Tensor]) -> None:
-    recognizer.load_state_dict({k[len("model.") :]: v for k, v in state.items() if k.startswith("model.")})
+def _load_weights(recognizer: Recognizer, state: dict[str, Tensor], ema: bool = False) -> None:
+    """A checkpoint's model weights into `recognizer`; `ema`: its moving average ("ema.*") instead, where kept."""
+    weights = {k[len("model.") :]: v for k, v in state.items() if k.startswith("model.")}
+    if ema:
+        weights.update({k[len("ema.") :]: v for k, v in state.items() if k.startswith("ema.")})
+    recognizer.load_state_dict(weights)
 
 
 def export_model(
@@ -896,8 +957,9 @@ def export_model(
     """Write the model file from the best checkpoint, or from the average of N checkpoints (Vaswani et al. 2017;
     ESPnet averages the best N by validation) when that decodes the dev set (greedy) at least as well."""
     t = cfg.train
+    ema = t.ema_decay > 0  # the checkpoints' moving averages, which validation ranked them by
     best = Path(best_ckpts.best_model_path) if best_ckpts.best_model_path else path.parent / "checkpoints" / "last.ckpt"
-    _load_weights(recognizer, _read_checkpoint(best)["state_dict"])
+    _load_weights(recognizer, _read_checkpoint(best)["state_dict"], ema)
     best_wer = _dev_wer(recognizer, dev_utts)
     extra.update(checkpoint=best.name, dev_wer_greedy=round(best_wer, 3))
     n = t.average_checkpoints
@@ -909,7 +971,7 @@ def export_model(
             ranked = sorted(last_cb.best_k_models.items(), key=lambda kv: -float(kv[1]))
         chosen = [Path(p) for p, _ in ranked[:n]]
         if len(chosen) > 1:
-            _load_weights(recognizer, average_checkpoints(chosen))
+            _load_weights(recognizer, average_checkpoints(chosen), ema)
             avg_wer = _dev_wer(recognizer, dev_utts)
             log.info(
                 "dev WER (greedy): best checkpoint %.2f%%, average of %d %s checkpoints %.2f%%",
@@ -921,7 +983,9 @@ def export_model(
             if avg_wer <= best_wer:
                 extra.update(checkpoint=f"average of {[p.name for p in chosen]}", dev_wer_greedy=round(avg_wer, 3))
             else:  # averaging hurt (e.g. checkpoints from very different stages): keep the single best
-                _load_weights(recognizer, _read_checkpoint(best)["state_dict"])
+                _load_weights(recognizer, _read_checkpoint(best)["state_dict"], ema)
+    if ema:
+        extra.update(ema_decay=t.ema_decay)
     save_model(path, recognizer, extra)
     log.info("wrote %s (%s, dev WER %.2f%% greedy)", path, extra["checkpoint"], extra["dev_wer_greedy"])
     return path

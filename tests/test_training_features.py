@@ -475,3 +475,63 @@ def test_speaker_adversarial_loss_trains_the_classifier_and_pushes_the_encoder_a
     assert "speaker_adv_loss" not in module._forward(batch)[3]  # training only
     with pytest.raises(ValueError, match="at least two speakers"):
         ASRModule(cfg, Recognizer(cfg, CharTokenizer.build(["abc"])), ["bob", "bob", ""])
+
+
+def test_ema_update_ramps_up_to_the_decay():
+    from asr.training import ema_update
+
+    ema, param = [torch.zeros(3)], [torch.ones(3)]
+    ema_update(ema, param, decay=0.99, step=0)  # d = min(0.99, 1 / 10): the start is mostly forgotten at once
+    assert torch.allclose(ema[0], torch.full((3,), 0.9))
+    ema_update(ema, param, decay=0.99, step=10_000)  # d = 0.99 (the ramp is past it)
+    assert torch.allclose(ema[0], torch.full((3,), 0.9 + 0.1 * 0.01))
+    assert torch.equal(param[0], torch.ones(3))  # the weights are read, never written
+
+
+def test_ema_checkpoint_keys_are_taken_out_on_load_and_restore_the_average():
+    from asr.recognizer import Recognizer
+    from asr.training import ASRModule
+
+    cfg = Config()
+    cfg.model.d_model, cfg.model.d_ff, cfg.model.n_encoder_layers, cfg.model.n_decoder_layers = 32, 64, 1, 1
+    cfg.model.conv_channels, cfg.train.ema_decay = 8, 0.9
+    module = ASRModule(cfg, Recognizer(cfg, CharTokenizer.build(["abc"])))
+    named = list(module.model.named_parameters())
+    state = {f"model.{k}": v for k, v in module.model.state_dict().items()}
+    state.update({f"ema.{n}": torch.full_like(p, 0.5) for n, p in named})
+    checkpoint = {"state_dict": state}
+    module.on_load_checkpoint(checkpoint)
+    assert not any(k.startswith("ema.") for k in checkpoint["state_dict"])  # Lightning loads the rest strictly
+    assert len(module.ema) == len(named) and all(torch.equal(e, torch.full_like(e, 0.5)) for e in module.ema)
+    module.on_save_checkpoint(saved := {"state_dict": dict(checkpoint["state_dict"])})
+    assert all(torch.equal(saved["state_dict"][f"ema.{n}"], torch.full_like(p, 0.5)) for n, p in named)
+    with pytest.raises(ValueError, match="ema_decay"):
+        cfg.train.ema_decay = 1.0
+        ASRModule(cfg, Recognizer(cfg, CharTokenizer.build(["abc"])))
+
+
+def test_ema_weights_are_validated_and_exported_and_training_goes_on_from_the_raw_ones(tone_corpus, tmp_path):
+    cfg = tone_config(
+        tone_corpus,
+        tmp_path,
+        "train.max_epochs=2",
+        "train.ema_decay=0.9",
+        "train.average_checkpoints=0",
+        "train.attention_plots=0",
+    )
+    train(cfg)
+    ckpts = {p: torch.load(p, map_location="cpu", weights_only=True)["state_dict"] for p in
+             sorted((tmp_path / "checkpoints").glob("*.ckpt"))}  # fmt: skip
+    network = load_model(tmp_path / "model.pt").network.state_dict()
+    names = [k for k in network if f"ema.network.{k}" in ckpts[tmp_path / "checkpoints" / "last.ckpt"]]
+    assert names and len(names) == len(list(load_model(tmp_path / "model.pt").network.parameters()))
+    last = ckpts[tmp_path / "checkpoints" / "last.ckpt"]
+    # Saved after the last validation, which ran on the average: the raw weights were put back before the save.
+    assert any(not torch.equal(last[f"model.network.{k}"], last[f"ema.network.{k}"]) for k in names)
+
+    def same(state: dict, prefix: str) -> bool:
+        return all(torch.equal(network[k], state[f"{prefix}.network.{k}"]) for k in names)
+
+    # The model file is the average of a checkpoint, never its raw weights.
+    assert any(same(s, "ema") for s in ckpts.values())
+    assert not any(same(s, "model") for s in ckpts.values())
