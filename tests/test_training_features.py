@@ -139,6 +139,26 @@ def test_sampler_resume_skips_trained_batches():
     assert not set(a) & set(b) and len(list(ranks[0])) == len(list(ranks[1]))
 
 
+def test_sampler_keeps_the_batch_count_of_every_epoch_and_varies_their_composition():
+    # Lightning reads len() once and validates when an epoch reaches that many batches: an epoch with fewer
+    # batches than epoch 0 (the jittered packing's count moved by one or two) used to skip its validation.
+    rng = torch.Generator().manual_seed(0)
+    durations = (0.3 + 2.5 * torch.rand(3000, generator=rng)).tolist()
+    sampler = BucketBatchSampler(durations, max_frames=6000, seed=0)
+    count = len(sampler)
+    compositions = set()
+    for epoch in range(12):
+        sampler.set_epoch(epoch)
+        batches = list(sampler)
+        assert len(batches) == len(sampler) == count
+        assert sorted(i for b in batches for i in b) == list(range(len(durations)))  # each utterance once
+        assert all(max(sampler.frames[i] for i in b) * len(b) <= 6000 for b in batches)  # the cap holds
+        compositions.add(frozenset(frozenset(b) for b in batches))
+    assert len(compositions) == 12  # the jitter still changes which utterances share a batch
+    plain = BucketBatchSampler(durations, max_frames=6000, shuffle=False)
+    assert len(plain) == len(list(plain)) and list(plain) == sorted(list(plain), key=lambda b: durations[b[0]])
+
+
 def test_average_checkpoints(tmp_path):
     paths = []
     for i in range(3):
