@@ -195,7 +195,7 @@ def digit_subset(
     a cross-corpus test set for an FSDD model. Writes `out_dir/test.jsonl` (+ wavs) and returns its path; an
     unreadable file is logged and skipped. "oh" for zero is not an FSDD word, so its utterances are left out.
 
-    `rest`: the other utterances instead (any word but only digit words), band-limited the same way, into
+    `rest`: the other utterances instead (transcripts not made only of digit words), band-limited the same way, into
     `out_dir/train.jsonl`: more speakers to train an FSDD model on, none of them an utterance of the test set."""
     from asr.audio import resample
     from asr.data.manifest import read_manifest
